@@ -1,0 +1,190 @@
+package api
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRoutingKey(t *testing.T) {
+	t.Parallel()
+	long := "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" // 64
+	cases := []struct {
+		path, key string
+		ok        bool
+	}{
+		{"/workflow/create", "workflow.create", true},
+		{"/orion/workflow/create", "orion.workflow.create", true},
+		{"/a", "a", true},
+		{"/A-b_9/c", "A-b_9.c", true},
+		{"/" + long, long, true},
+		{"/a/b/c/d/e/f/g/h", "a.b.c.d.e.f.g.h", true},
+		{"/a/b/c/d/e/f/g/h/i", "", false},
+		{"/" + long + "a", "", false},
+		{"/", "", false},
+		{"", "", false},
+		{"/a//b", "", false},
+		{"/a/", "", false},
+		{"/a.b", "", false},
+		{"/a b", "", false},
+		{"/a/*", "", false},
+		{"/a/#", "", false},
+		{"/é", "", false},
+	}
+	for _, c := range cases {
+		key, p := routingKey(c.path)
+		if c.ok {
+			require.Nil(t, p, c.path)
+			require.Equal(t, c.key, key, c.path)
+		} else {
+			require.NotNil(t, p, c.path)
+			require.Equal(t, 400, p.Status)
+		}
+	}
+}
+
+func TestIsReserved(t *testing.T) {
+	t.Parallel()
+	for path, want := range map[string]bool{
+		"/v1": true, "/v1/requests/x": true, "/healthz": true, "/readyz": true, "/metrics": true,
+		"/ui": true, "/ui/index.html": true,
+		"/v1x/create": false, "/workflow/create": false, "/uix": false, "/v2/x": false,
+		"/healthzcheck/run": false, "/metrics-feed/push": false, "/healthz/x": true,
+	} {
+		require.Equal(t, want, isReserved(path), path)
+	}
+}
+
+func TestCheckJSONContentType(t *testing.T) {
+	t.Parallel()
+	for ct, ok := range map[string]bool{
+		"application/json":                        true,
+		"application/json; charset=utf-8":         true,
+		"application/json; charset=UTF-8":         true,
+		"Application/JSON":                        true,
+		"application/cloudevents+json":            true,
+		"application/problem+json":                true,
+		"":                                        false,
+		"text/plain":                              false,
+		"application/xml":                         false,
+		"application/json; charset=iso-8859-1":    false,
+		"text/json+x":                             false,
+		"application/json; =broken":               false,
+		"multipart/form-data; boundary=x":         false,
+		"application/x-www-form-urlencoded":       false,
+		"application/jsonx":                       false,
+		"application/vnd.api+json; charset=utf-8": true,
+	} {
+		p := checkJSONContentType(ct)
+		if ok {
+			require.Nil(t, p, ct)
+		} else {
+			require.NotNil(t, p, ct)
+			require.Equal(t, 415, p.Status, ct)
+		}
+	}
+}
+
+func TestParseMessageID(t *testing.T) {
+	t.Parallel()
+	_, has, p := parseMessageID("")
+	require.False(t, has)
+	require.Nil(t, p)
+	id, has, p := parseMessageID("61934DB2-F9D7-47E2-BE80-9706615AAE06")
+	require.True(t, has)
+	require.Nil(t, p)
+	require.Equal(t, "61934db2-f9d7-47e2-be80-9706615aae06", id.String(), "normalised to lower case")
+	for _, bad := range []string{"x", "62baf6697-20fe-4683-964a-b92779275291", "00000000-0000-0000-0000-000000000000", "61934db2f9d747e2be809706615aae06",
+		"urn:uuid:61934db2-f9d7-47e2-be80-9706615aae06", "{61934db2-f9d7-47e2-be80-9706615aae06}"} {
+		_, _, p = parseMessageID(bad)
+		require.NotNil(t, p, bad)
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	t.Parallel()
+	v, has, p := parseTime("1552959300136")
+	require.True(t, has)
+	require.Nil(t, p)
+	require.Equal(t, int64(1552959300136), v)
+	_, has, p = parseTime("")
+	require.False(t, has)
+	require.Nil(t, p)
+	for _, bad := range []string{"0", "-1", "1.5", "abc", "99999999999999999999", "9007199254740993"} {
+		_, _, p = parseTime(bad)
+		require.NotNil(t, p, bad)
+	}
+}
+
+func TestParseTimeout(t *testing.T) {
+	t.Parallel()
+	d, p := parseTimeout("", time.Minute, time.Hour)
+	require.Nil(t, p)
+	require.Equal(t, time.Minute, d)
+	d, p = parseTimeout("30", time.Minute, time.Hour)
+	require.Nil(t, p)
+	require.Equal(t, 30*time.Second, d)
+	d, p = parseTimeout("3600", time.Minute, time.Hour)
+	require.Nil(t, p)
+	require.Equal(t, time.Hour, d)
+	for _, bad := range []string{"0", "-5", "3601", "1.5", "10s", "x"} {
+		_, p = parseTimeout(bad, time.Minute, time.Hour)
+		require.NotNil(t, p, bad)
+	}
+}
+
+func TestParseWebhook(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"https://example.com/hook", "http://127.0.0.1:9000/x?y=1"} {
+		u, p := parseWebhook(ok)
+		require.Nil(t, p, ok)
+		require.Equal(t, ok, u)
+	}
+	for _, bad := range []string{"/relative", "example.com/hook", "ftp://example.com", "https://user:pw@example.com/", "https://", "mailto:a@b.c"} {
+		_, p := parseWebhook(bad)
+		require.NotNil(t, p, bad)
+	}
+}
+
+func TestPreferWait(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		headers []string
+		n       int
+		ok      bool
+	}{
+		{nil, 0, false},
+		{[]string{"wait=10"}, 10, true},
+		{[]string{"respond-async, wait=5"}, 5, true},
+		{[]string{"respond-async", "wait=7"}, 7, true},
+		{[]string{"WAIT = 3"}, 3, true},
+		{[]string{`wait="4"`}, 4, true},
+		{[]string{"wait=4; foo=bar"}, 4, true},
+		{[]string{"wait=-1"}, 0, false},
+		{[]string{"wait=soon"}, 0, false},
+		{[]string{"return=minimal"}, 0, false},
+	}
+	for _, c := range cases {
+		n, ok := preferWait(c.headers)
+		require.Equal(t, c.ok, ok, "%v", c.headers)
+		require.Equal(t, c.n, n, "%v", c.headers)
+	}
+}
+
+func TestParseWait(t *testing.T) {
+	t.Parallel()
+	d, p := parseWait("", time.Minute)
+	require.Nil(t, p)
+	require.Zero(t, d)
+	d, p = parseWait("10", time.Minute)
+	require.Nil(t, p)
+	require.Equal(t, 10*time.Second, d)
+	d, p = parseWait("600", time.Minute)
+	require.Nil(t, p)
+	require.Equal(t, time.Minute, d, "capped")
+	for _, bad := range []string{"-1", "1.5", "x"} {
+		_, p = parseWait(bad, time.Minute)
+		require.NotNil(t, p, bad)
+	}
+}

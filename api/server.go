@@ -1,0 +1,195 @@
+// Package api is switchboard's HTTP face: the chi router, the submit,
+// long-poll and reply handlers, problem+json errors, and the health and
+// metrics endpoints. It holds no state of its own: requests are recorded and
+// published by package gateway, and read from package correlation.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/switchboard-gw/switchboard/correlation"
+)
+
+// Config holds the HTTP-side limits.
+type Config struct {
+	// MaxBodyBytes is the largest request or reply body accepted.
+	MaxBodyBytes int64
+	// DefaultTimeout is a request's deadline when it sends no Request-Timeout.
+	DefaultTimeout time.Duration
+	// MaxTimeout is the largest Request-Timeout accepted.
+	MaxTimeout time.Duration
+	// MaxWait caps ?wait= and Prefer: wait=.
+	MaxWait time.Duration
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxBodyBytes:   1 << 20,
+		DefaultTimeout: 60 * time.Second,
+		MaxTimeout:     24 * time.Hour,
+		MaxWait:        60 * time.Second,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxBodyBytes < 1:
+		return errors.New("max body bytes must be positive")
+	case c.DefaultTimeout < time.Second:
+		return errors.New("default request timeout must be at least 1s")
+	case c.MaxTimeout < c.DefaultTimeout:
+		return errors.New("max request timeout must be at least the default")
+	case c.MaxWait < 0:
+		return errors.New("max wait must not be negative")
+	}
+	return nil
+}
+
+// Gateway is what the handlers need from package gateway.
+type Gateway interface {
+	Submit(ctx context.Context, n correlation.NewRequest) (correlation.Request, bool, error)
+	StoreReply(ctx context.Context, in correlation.IncomingReply) (correlation.Outcome, error)
+	Cancel(ctx context.Context, id uuid.UUID) (correlation.Request, error)
+	Ready(ctx context.Context) error
+}
+
+// Records is what the handlers need from the correlation store.
+type Records interface {
+	Get(ctx context.Context, id uuid.UUID) (correlation.Request, error)
+	Wait(ctx context.Context, id uuid.UUID, timeout time.Duration) (correlation.Request, error)
+	ListDeadLetters(ctx context.Context, limit int, before int64) ([]correlation.DeadLetter, error)
+	DeadLetterCount(ctx context.Context) (int, error)
+	Ping(ctx context.Context) error
+}
+
+// Server is the HTTP handler set.
+type Server struct {
+	cfg     Config
+	gw      Gateway
+	records Records
+	metrics http.Handler
+	logger  *slog.Logger
+	newID   func() uuid.UUID
+	now     func() time.Time
+	// draining ends every long-poll early (answering with the record as it
+	// is) so a graceful shutdown does not wait out MaxWait.
+	draining context.Context
+	drain    context.CancelFunc
+}
+
+// New returns the server; metrics serves /metrics.
+func New(cfg Config, gw Gateway, records Records, metrics http.Handler, newID func() uuid.UUID, logger *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("api config: %w", err)
+	}
+	draining, drain := context.WithCancel(context.Background())
+	return &Server{cfg: cfg, gw: gw, records: records, metrics: metrics, logger: logger, newID: newID, now: time.Now,
+		draining: draining, drain: drain}, nil
+}
+
+// Drain makes every current and future long-poll answer at once, for a
+// graceful shutdown.
+func (s *Server) Drain() { s.drain() }
+
+// wait long-polls a record. It returns early, with the record as it is,
+// when the server drains; it returns ctx's error when the client left.
+func (s *Server) wait(ctx context.Context, id uuid.UUID, d time.Duration) (correlation.Request, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.draining, cancel)
+	defer stop()
+	rec, err := s.records.Wait(wctx, id, d)
+	if err != nil && ctx.Err() == nil && s.draining.Err() != nil {
+		return s.records.Get(ctx, id)
+	}
+	return rec, err
+}
+
+// Handler returns the router.
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.recoverer, s.accessLog)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, errNotFound("nothing is served at "+r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		methodNotAllowed(w, r, r.Method)
+	})
+
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Method(http.MethodGet, "/metrics", s.metrics)
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Get("/requests/{id}", s.getRequest)
+		r.Delete("/requests/{id}", s.cancelRequest)
+		r.Get("/requests/{id}/reply", s.getReply)
+		r.Post("/replies", s.postReply)
+		r.Get("/dead-letters", s.listDeadLetters)
+	})
+
+	// Everything else POSTed is a request for a service.
+	r.Post("/*", s.submit)
+	return r
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"postgres": "ok", "broker": "ok"}
+	ready := true
+	// Details of the failures go to the log, not to unauthenticated callers.
+	if err := s.records.Ping(ctx); err != nil {
+		checks["postgres"], ready = "unreachable", false
+		s.logger.Warn("readiness: postgres", "error", err)
+	}
+	if err := s.gw.Ready(ctx); err != nil {
+		checks["broker"], ready = "unreachable", false
+		s.logger.Warn("readiness: broker", "error", err)
+	}
+	if !ready {
+		p := problem(http.StatusServiceUnavailable, "not-ready", "Not ready",
+			fmt.Sprintf("postgres: %s; broker: %s", checks["postgres"], checks["broker"]))
+		p.RetryAfter = 5
+		writeProblem(w, p)
+		return
+	}
+	body := map[string]any{"status": "ready", "checks": checks}
+	if n, err := s.records.DeadLetterCount(ctx); err == nil {
+		body["dead_letters"] = n
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// methodNotAllowed answers 405 with the Allow header RFC 9110 asks for,
+// listing the methods the router does serve at this path.
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, method string) {
+	var allowed []string
+	if rc := chi.RouteContext(r.Context()); rc != nil {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+			if m != method && rc.Routes.Match(chi.NewRouteContext(), m, r.URL.Path) {
+				allowed = append(allowed, m)
+			}
+		}
+	}
+	if len(allowed) > 0 {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+	}
+	writeProblem(w, problem(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed",
+		method+" is not allowed on "+r.URL.Path))
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/switchboard-gw/switchboard/api"
+	"github.com/switchboard-gw/switchboard/gateway"
+)
+
+// Defaults that work against Postgres and RabbitMQ on their standard local ports.
+const (
+	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/switchboard?sslmode=disable"
+	defaultHTTPAddr    = ":8080"
+)
+
+// serveConfig is everything `switchboard serve` reads, in one place.
+type serveConfig struct {
+	HTTPAddr        string
+	DatabaseURL     string
+	Migrate         bool
+	LogLevel        slog.Level
+	LogFormat       string
+	ShutdownTimeout time.Duration
+	DBMaxConns      int
+	API             api.Config
+	Gateway         gateway.Config
+}
+
+// envFlags binds flags whose defaults come from the environment.
+type envFlags struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	errs   []error
+}
+
+func newEnvFlags(name string, getenv func(string) string, out io.Writer) *envFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	return &envFlags{fs: fs, getenv: getenv}
+}
+
+func (e *envFlags) str(p *string, flagName, env, def, help string) {
+	if v := e.getenv(env); v != "" {
+		def = v
+	}
+	e.fs.StringVar(p, flagName, def, help+" (env "+env+")")
+}
+
+func (e *envFlags) dur(p *time.Duration, flagName, env string, def time.Duration, help string) {
+	if v := e.getenv(env); v != "" {
+		d, err := parseDuration(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s: %w", env, err))
+		} else {
+			def = d
+		}
+	}
+	e.fs.DurationVar(p, flagName, def, help+" (env "+env+")")
+}
+
+func (e *envFlags) int(p *int, flagName, env string, def int, help string) {
+	if v := e.getenv(env); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s: %q is not an integer", env, v))
+		} else {
+			def = n
+		}
+	}
+	e.fs.IntVar(p, flagName, def, help+" (env "+env+")")
+}
+
+func (e *envFlags) boolean(p *bool, flagName, env string, def bool, help string) {
+	if v := e.getenv(env); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s: %q is not a boolean", env, v))
+		} else {
+			def = b
+		}
+	}
+	e.fs.BoolVar(p, flagName, def, help+" (env "+env+")")
+}
+
+func (e *envFlags) parse(args []string) error {
+	if len(e.errs) > 0 {
+		return e.errs[0]
+	}
+	return e.fs.Parse(args)
+}
+
+// parseDuration accepts Go durations (90s, 5m) and plain seconds (90).
+func parseDuration(v string) (time.Duration, error) {
+	if n, err := strconv.Atoi(v); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (e.g. 30s, 5m)", v)
+	}
+	return d, nil
+}
+
+func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (serveConfig, error) {
+	c := serveConfig{API: api.DefaultConfig(), Gateway: gateway.DefaultConfig()}
+	f := newEnvFlags("serve", getenv, out)
+	var maxBody int
+	var logLevel string
+	f.str(&c.HTTPAddr, "http-addr", "SWITCHBOARD_HTTP_ADDR", defaultHTTPAddr, "HTTP listen address")
+	f.str(&c.DatabaseURL, "database-url", "SWITCHBOARD_DATABASE_URL", defaultDatabaseURL, "Postgres URL; the database is created if missing")
+	f.str(&c.Gateway.AMQPURL, "amqp-url", "SWITCHBOARD_AMQP_URL", c.Gateway.AMQPURL, "RabbitMQ URL")
+	f.str(&c.Gateway.RequestExchange, "request-exchange", "SWITCHBOARD_REQUEST_EXCHANGE", c.Gateway.RequestExchange, "topic exchange requests are published to")
+	f.str(&c.Gateway.ReplyQueue, "reply-queue", "SWITCHBOARD_REPLY_QUEUE", c.Gateway.ReplyQueue, "durable queue replies come back on")
+	f.str(&c.Gateway.EventsExchange, "events-exchange", "SWITCHBOARD_EVENTS_EXCHANGE", c.Gateway.EventsExchange, "topic exchange for lifecycle events (request.cancelled.<routing key>)")
+	f.str(&c.Gateway.DeadLetterExchange, "dead-letter-exchange", "SWITCHBOARD_DEAD_LETTER_EXCHANGE", c.Gateway.DeadLetterExchange, "exchange the reply queue dead-letters to")
+	f.str(&c.Gateway.DeadLetterQueue, "dead-letter-queue", "SWITCHBOARD_DEAD_LETTER_QUEUE", c.Gateway.DeadLetterQueue, "queue of dead-lettered replies, recorded in Postgres")
+	f.int(&c.Gateway.ReplyDeliveryLimit, "reply-delivery-limit", "SWITCHBOARD_REPLY_DELIVERY_LIMIT", c.Gateway.ReplyDeliveryLimit, "deliveries of one reply before the broker dead-letters it")
+	f.int(&c.Gateway.MaxReplyBytes, "max-reply-bytes", "SWITCHBOARD_MAX_REPLY_BYTES", c.Gateway.MaxReplyBytes, "largest reply body stored; a larger one fails its request")
+	f.dur(&c.Gateway.Retention, "retention", "SWITCHBOARD_RETENTION", c.Gateway.Retention, "how long finished requests and dead letters are kept")
+	f.int(&maxBody, "max-body-bytes", "SWITCHBOARD_MAX_BODY_BYTES", int(c.API.MaxBodyBytes), "largest request body accepted")
+	f.dur(&c.API.DefaultTimeout, "default-timeout", "SWITCHBOARD_DEFAULT_TIMEOUT", c.API.DefaultTimeout, "request deadline when the client sends no Request-Timeout")
+	f.dur(&c.API.MaxTimeout, "max-timeout", "SWITCHBOARD_MAX_TIMEOUT", c.API.MaxTimeout, "largest Request-Timeout accepted")
+	f.dur(&c.API.MaxWait, "max-wait", "SWITCHBOARD_MAX_WAIT", c.API.MaxWait, "cap on long-poll ?wait= and Prefer: wait=")
+	f.dur(&c.Gateway.ConfirmTimeout, "confirm-timeout", "SWITCHBOARD_CONFIRM_TIMEOUT", c.Gateway.ConfirmTimeout, "wait for a publisher confirm before leaving a request to the outbox relay")
+	f.dur(&c.Gateway.SweepInterval, "sweep-interval", "SWITCHBOARD_SWEEP_INTERVAL", c.Gateway.SweepInterval, "how often overdue requests are expired")
+	f.int(&c.Gateway.Prefetch, "prefetch", "SWITCHBOARD_PREFETCH", c.Gateway.Prefetch, "unacked replies held at once")
+	f.int(&c.DBMaxConns, "db-max-conns", "SWITCHBOARD_DB_MAX_CONNS", 20, "Postgres pool size")
+	f.boolean(&c.Migrate, "migrate", "SWITCHBOARD_MIGRATE", true, "apply pending migrations at start")
+	f.dur(&c.ShutdownTimeout, "shutdown-timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", 30*time.Second, "bound on graceful shutdown")
+	f.logFlags(&logLevel, &c.LogFormat)
+	if err := f.parse(args); err != nil {
+		return c, err
+	}
+	c.API.MaxBodyBytes = int64(maxBody)
+	var err error
+	if c.LogLevel, err = parseLog(logLevel, c.LogFormat); err != nil {
+		return c, err
+	}
+	if c.DBMaxConns < 2 {
+		return c, fmt.Errorf("db max conns must be at least 2")
+	}
+	if err := c.API.Validate(); err != nil {
+		return c, err
+	}
+	if err := c.Gateway.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// logAttrs describes the configuration for the start-up log line, with
+// passwords masked.
+func (c serveConfig) logAttrs() []any {
+	return []any{
+		"http_addr", c.HTTPAddr,
+		"database_url", maskURL(c.DatabaseURL),
+		"amqp_url", maskURL(c.Gateway.AMQPURL),
+		"request_exchange", c.Gateway.RequestExchange,
+		"reply_queue", c.Gateway.ReplyQueue,
+		"events_exchange", c.Gateway.EventsExchange,
+		"dead_letter_queue", c.Gateway.DeadLetterQueue,
+		"retention", c.Gateway.Retention.String(),
+		"max_body_bytes", c.API.MaxBodyBytes,
+		"default_timeout", c.API.DefaultTimeout.String(),
+		"max_timeout", c.API.MaxTimeout.String(),
+		"max_wait", c.API.MaxWait.String(),
+		"migrate", c.Migrate,
+	}
+}
+
+// maskURL hides the password of a URL (and of a key=value DSN).
+func maskURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err == nil && u.Scheme != "" {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	fields := strings.Fields(raw)
+	for i, f := range fields {
+		if strings.HasPrefix(f, "password=") {
+			fields[i] = "password=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
+}
+
+// newLogger logs text for people at a terminal, or JSON for log pipelines
+// (SWITCHBOARD_LOG_FORMAT=json).
+func newLogger(out io.Writer, level slog.Level, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// logFlags adds the log settings every subcommand shares.
+func (e *envFlags) logFlags(level, format *string) {
+	e.str(level, "log-level", "SWITCHBOARD_LOG_LEVEL", "info", "debug, info, warn or error")
+	e.str(format, "log-format", "SWITCHBOARD_LOG_FORMAT", "text", "text or json")
+}
+
+func parseLog(level, format string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return l, fmt.Errorf("log level: %w", err)
+	}
+	if format != "text" && format != "json" {
+		return l, fmt.Errorf("log format %q: want text or json", format)
+	}
+	return l, nil
+}

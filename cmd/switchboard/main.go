@@ -1,0 +1,67 @@
+// Command switchboard is the HTTP-to-RabbitMQ request-reply gateway.
+//
+//	switchboard serve              run the gateway (applies migrations first)
+//	switchboard migrate            apply database migrations and exit
+//	switchboard echo [PATTERN...]  run the demo echo responder (default workflow.#)
+//
+// Configuration comes from SWITCHBOARD_* environment variables; flags
+// override them. Run a subcommand with -h for its flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "switchboard:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `switchboard: an HTTP-to-RabbitMQ request-reply gateway
+
+usage:
+  switchboard serve [flags]              run the gateway
+  switchboard migrate [flags]            apply database migrations and exit
+  switchboard echo [flags] [PATTERN...]  run the demo echo responder (default pattern workflow.#)
+
+Run 'switchboard COMMAND -h' for a command's flags and environment variables.
+`
+
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = runServe(ctx, args[1:], getenv, stderr)
+	case "migrate":
+		err = runMigrate(ctx, args[1:], getenv, stderr)
+	case "echo":
+		err = runEcho(ctx, args[1:], getenv, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // -h printed the flags: that is success
+	}
+	return err
+}

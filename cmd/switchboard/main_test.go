@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/switchboard-gw/switchboard/internal/testsvc"
+	"github.com/switchboard-gw/switchboard/migrations"
+)
+
+// The test binary doubles as the switchboard binary: run with
+// SWITCHBOARD_TEST_AS_BINARY=1 it executes main, so these tests start real
+// `switchboard serve` and `switchboard echo` processes without a build step.
+func TestMain(m *testing.M) {
+	if os.Getenv("SWITCHBOARD_TEST_AS_BINARY") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// proc is a running switchboard subcommand.
+type proc struct {
+	cmd  *exec.Cmd
+	addr string // for serve: the HTTP address it listens on
+	mu   sync.Mutex
+	logs bytes.Buffer
+	exit chan error
+}
+
+func (p *proc) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+func start(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), "SWITCHBOARD_TEST_AS_BINARY=1"), env...)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	p := &proc{cmd: cmd, exit: make(chan error, 1)}
+	addrc := make(chan string, 1)
+	readyc := make(chan struct{}, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.logs.WriteString(line + "\n")
+			p.mu.Unlock()
+			var entry map[string]any
+			if json.Unmarshal([]byte(line), &entry) != nil {
+				continue
+			}
+			switch entry["msg"] {
+			case "listening":
+				addrc <- entry["addr"].(string)
+			case "broker connected", "echo responder ready":
+				select {
+				case readyc <- struct{}{}:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	go func() { p.exit <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exit
+		if t.Failed() {
+			t.Logf("logs of %v:\n%s", args, p.log())
+		}
+	})
+	if args[0] == "serve" {
+		select {
+		case p.addr = <-addrc:
+		case err := <-p.exit:
+			t.Fatalf("serve exited: %v\n%s", err, p.log())
+		case <-time.After(30 * time.Second):
+			t.Fatalf("serve did not start:\n%s", p.log())
+		}
+	}
+	select {
+	case <-readyc:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s never connected to the broker:\n%s", args[0], p.log())
+	}
+	return p
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.exit:
+		require.NoError(t, err, "graceful shutdown must exit 0:\n%s", p.log())
+		p.exit <- err // let the cleanup's wait return
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no exit 20s after SIGTERM:\n%s", p.log())
+	}
+}
+
+func env(dbURL, amqpURL string, n testsvc.Names) []string {
+	return []string{
+		"SWITCHBOARD_HTTP_ADDR=127.0.0.1:0",
+		"SWITCHBOARD_DATABASE_URL=" + dbURL,
+		"SWITCHBOARD_AMQP_URL=" + amqpURL,
+		"SWITCHBOARD_REQUEST_EXCHANGE=" + n.Exchange,
+		"SWITCHBOARD_REPLY_QUEUE=" + n.ReplyQueue,
+		"SWITCHBOARD_EVENTS_EXCHANGE=" + n.EventsExchange,
+		"SWITCHBOARD_DEAD_LETTER_EXCHANGE=" + n.DeadLetterExchange,
+		"SWITCHBOARD_DEAD_LETTER_QUEUE=" + n.DeadLetterQueue,
+		"SWITCHBOARD_LOG_FORMAT=json",
+	}
+}
+
+func httpDo(t *testing.T, method, url string, headers map[string]string, body string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var m map[string]any
+	raw, _ := io.ReadAll(res.Body)
+	_ = json.Unmarshal(raw, &m)
+	return res, m
+}
+
+// TestReplyOnOneInstanceWakesWaiterOnAnother runs two `switchboard serve`
+// processes on different ports against the same Postgres and RabbitMQ: a
+// long-poll held by B is answered by a reply stored through A, promptly,
+// by notification.
+func TestReplyOnOneInstanceWakesWaiterOnAnother(t *testing.T) {
+	t.Parallel()
+	dbURL := testsvc.Database(t)
+	amqpURL := testsvc.AMQPURL(t)
+	names := testsvc.BrokerNames(t)
+	e := env(dbURL, amqpURL, names)
+	a := start(t, e, "serve")
+	b := start(t, e, "serve")
+	start(t, []string{"SWITCHBOARD_AMQP_URL=" + amqpURL, "SWITCHBOARD_REQUEST_EXCHANGE=" + names.Exchange,
+		"SWITCHBOARD_ECHO_QUEUE=" + names.Queue("echo"), "SWITCHBOARD_LOG_FORMAT=json"}, "echo", "workflow.#")
+	require.NotEqual(t, a.addr, b.addr)
+
+	res, rec := httpDo(t, "POST", "http://"+a.addr+"/workflow/create", map[string]string{"Content-Type": "application/json"},
+		`{"Workflow": "46371a70b2cf3953b12b3e0bf8a83ea2"}`)
+	require.Equal(t, 202, res.StatusCode)
+	id := rec["id"].(string)
+
+	// The echo answers; either instance may consume the reply. B's waiter must see it.
+	res, rec = httpDo(t, "GET", "http://"+b.addr+"/v1/requests/"+id+"?wait=20", nil, "")
+	require.Equal(t, 200, res.StatusCode)
+	require.Equal(t, "replied", rec["status"])
+
+	// Deterministic cross-instance wake: B waits, the reply is stored through A.
+	// A queue that takes the request and never answers it.
+	amqpConn, err := amqp.Dial(amqpURL)
+	require.NoError(t, err)
+	defer amqpConn.Close()
+	ch, err := amqpConn.Channel()
+	require.NoError(t, err)
+	silentQueue := names.Queue("silent")
+	_, err = ch.QueueDeclare(silentQueue, true, false, false, false, nil)
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(silentQueue, "silent.#", names.Exchange, false, nil))
+	res, rec = httpDo(t, "POST", "http://"+a.addr+"/silent/job", map[string]string{"Content-Type": "application/json"}, `{}`)
+	require.Equal(t, 202, res.StatusCode)
+	silent := rec["id"].(string)
+
+	type result struct {
+		status  string
+		elapsed time.Duration
+	}
+	done := make(chan result, 1)
+	go func() {
+		startWait := time.Now()
+		_, rec := httpDo(t, "GET", "http://"+b.addr+"/v1/requests/"+silent+"?wait=20", nil, "")
+		done <- result{rec["status"].(string), time.Since(startWait)}
+	}()
+	time.Sleep(500 * time.Millisecond) // B is waiting
+	res, rec = httpDo(t, "POST", "http://"+a.addr+"/v1/replies", map[string]string{"Content-Type": "application/json", "Correlation-ID": silent}, `{"via": "A"}`)
+	require.Equal(t, 200, res.StatusCode)
+	require.Equal(t, "stored", rec["outcome"])
+	select {
+	case r := <-done:
+		require.Equal(t, "replied", r.status)
+		require.Less(t, r.elapsed, 5*time.Second, "woken by notification, not by the wait running out")
+	case <-time.After(25 * time.Second):
+		t.Fatal("the waiter on B was never answered")
+	}
+
+	a.stop(t)
+	b.stop(t)
+}
+
+func TestMigrateCreatesDatabaseAndIsRepeatable(t *testing.T) {
+	t.Parallel()
+	base := testsvc.Database(t) // a server we can reach; we make a sibling database
+	name := "sbtest_mig_" + testsvc.RandomSuffix()
+	dbURL := strings.Replace(base, base[strings.LastIndex(base, "/")+1:strings.Index(base, "?")], name, 1)
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), base)
+		if err == nil {
+			_, _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			_ = conn.Close(context.Background())
+		}
+	})
+	for range 2 {
+		var stderr bytes.Buffer
+		err := run(context.Background(), []string{"migrate", "-database-url", dbURL}, func(string) string { return "" }, io.Discard, &stderr)
+		require.NoError(t, err, stderr.String())
+	}
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var n int
+	require.NoError(t, conn.QueryRow(context.Background(), `SELECT count(*) FROM switchboard_migrations`).Scan(&n))
+	all, err := migrations.All()
+	require.NoError(t, err)
+	require.Equal(t, len(all), n, "every migration applied once")
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchboard-gw/switchboard/api"
+	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/gateway"
+	"github.com/switchboard-gw/switchboard/migrations"
+)
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := loadServeConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	logger.Info("starting switchboard", cfg.logAttrs()...)
+
+	if err := ensureDatabase(ctx, cfg.DatabaseURL, logger); err != nil {
+		return err
+	}
+	if cfg.Migrate {
+		if err := migrate(ctx, cfg.DatabaseURL, logger); err != nil {
+			return err
+		}
+	}
+
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("parse database url: %w", err)
+	}
+	poolCfg.MaxConns = int32(cfg.DBMaxConns)
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("open database pool: %w", err)
+	}
+	defer pool.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store := correlation.NewStore(pool, logger)
+	registerStoreGauges(reg, store)
+	gw, err := gateway.New(cfg.Gateway, store, gateway.NewMetrics(reg), logger)
+	if err != nil {
+		return err
+	}
+	srv, err := api.New(cfg.API, gw, store, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), gateway.NewID, logger)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	httpServer := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+
+	// The messaging side runs on its own context so it outlives the HTTP
+	// server during shutdown: in-flight submits still get their confirms.
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	var bg sync.WaitGroup
+	bg.Add(2)
+	go func() { defer bg.Done(); _ = store.Listen(bgCtx, nil) }()
+	go func() { defer bg.Done(); _ = gw.Run(bgCtx) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpServer.Serve(ln) }()
+	logger.Info("listening", "addr", ln.Addr().String())
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-serveErr:
+		stopBackground()
+		bg.Wait()
+		return fmt.Errorf("http server: %w", err)
+	}
+
+	// Ordered: stop taking requests and answer the long-polls; finish
+	// in-flight handlers; then stop the consumers (unacked replies go back
+	// to the queue), the relay and the sweeper; then close the pool.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	srv.Drain()
+	if err := httpServer.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("http shutdown incomplete; closing connections", "error", err)
+		_ = httpServer.Close()
+	}
+	stopBackground()
+	done := make(chan struct{})
+	go func() { bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-shutdownCtx.Done():
+		logger.Warn("background workers did not stop in time")
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func runMigrate(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	f := newEnvFlags("migrate", getenv, stderr)
+	var dbURL, logLevel, logFormat string
+	f.str(&dbURL, "database-url", "SWITCHBOARD_DATABASE_URL", defaultDatabaseURL, "Postgres URL; the database is created if missing")
+	f.logFlags(&logLevel, &logFormat)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	level, err := parseLog(logLevel, logFormat)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stderr, level, logFormat)
+	if err := ensureDatabase(ctx, dbURL, logger); err != nil {
+		return err
+	}
+	return migrate(ctx, dbURL, logger)
+}
+
+func migrate(ctx context.Context, dbURL string, logger *slog.Logger) error {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return fmt.Errorf("connect for migrations: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	applied, err := migrations.Up(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		logger.Info("database schema is up to date")
+	} else {
+		logger.Info("migrations applied", "versions", applied)
+	}
+	return nil
+}
+
+// ensureDatabase creates the database named in dbURL when it does not exist,
+// so a newcomer's first `make run` works on a fresh Postgres.
+func ensureDatabase(ctx context.Context, dbURL string, logger *slog.Logger) error {
+	cfg, err := pgx.ParseConfig(dbURL)
+	if err != nil {
+		return fmt.Errorf("parse database url: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name
+		return fmt.Errorf("connect to database: %w", err)
+	}
+	name := cfg.Database
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	aconn, err := pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("connect to create database %q: %w", name, err)
+	}
+	defer aconn.Close(ctx)
+	_, err = aconn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	switch {
+	case err == nil:
+		logger.Info("created database", "database", name)
+	case errors.As(err, &pgErr) && pgErr.Code == "42P04": // duplicate_database: another process won
+	default:
+		return fmt.Errorf("create database %q: %w", name, err)
+	}
+	return nil
+}
+
+// registerStoreGauges exposes what an operator watches during an outage:
+// the outbox growing while the broker is away, and the long-polls held.
+func registerStoreGauges(reg prometheus.Registerer, store *correlation.Store) {
+	outbox := func() correlation.OutboxStats {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, _ := store.Outbox(ctx) // zero when Postgres is away; readyz says why
+		return st
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_outbox_depth",
+			Help: "Requests committed but not yet confirmed by the broker (status queued)."},
+			func() float64 { return float64(outbox().Depth) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_outbox_oldest_seconds",
+			Help: "Age of the oldest queued request."},
+			func() float64 { return outbox().OldestQueued.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_waiters",
+			Help: "Long-polls and Prefer: wait calls held by this instance."},
+			func() float64 { return float64(store.Waiters()) }),
+	)
+}

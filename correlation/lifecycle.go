@@ -1,0 +1,178 @@
+package correlation
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNotCancellable means the request is already terminal.
+var ErrNotCancellable = errors.New("request is already finished")
+
+// Event is a message the gateway must publish on the events exchange.
+type Event struct {
+	RoutingKey string
+	Body       []byte
+}
+
+// Cancel marks an open (queued or pending) request cancelled, wakes its
+// waiters, and records the event that announces it in the event outbox, all
+// in one transaction. A terminal request is returned with ErrNotCancellable.
+func (s *Store) Cancel(ctx context.Context, id uuid.UUID, announce func(Request) Event) (Request, error) {
+	var r Request
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		r, err = scanRequest(tx.QueryRow(ctx, `
+			UPDATE requests SET status = 'cancelled', updated_at = now()
+			WHERE id = $1 AND status IN ('queued', 'pending')
+			RETURNING `+requestColumns, id))
+		if err != nil {
+			return err
+		}
+		ev := announce(r)
+		if _, err := tx.Exec(ctx, `INSERT INTO event_outbox (routing_key, body) VALUES ($1, $2)`, ev.RoutingKey, ev.Body); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `SELECT pg_notify('`+notifyChannel+`', $1::text)`, id)
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		existing, gerr := s.Get(ctx, id)
+		if gerr != nil {
+			return Request{}, gerr
+		}
+		return existing, ErrNotCancellable
+	}
+	if err != nil {
+		return Request{}, dbErr("cancel request", err)
+	}
+	s.hub.wake(id)
+	return r, nil
+}
+
+// OutboxEvent is an event waiting to be published.
+type OutboxEvent struct {
+	ID         int64
+	RoutingKey string
+	Body       []byte
+	Attempts   int
+}
+
+// ClaimEvents takes up to limit due events (FOR UPDATE SKIP LOCKED), hands
+// them to publish, deletes those it published and reschedules the others,
+// in one transaction. publish returns one error (nil on success) per event.
+func (s *Store) ClaimEvents(ctx context.Context, limit int, retryIn func(attempts int) time.Duration,
+	publish func(context.Context, []OutboxEvent) []error) (int, error) {
+	n := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			SELECT id, routing_key, body, attempts FROM event_outbox
+			WHERE next_attempt_at <= now()
+			ORDER BY id
+			LIMIT $1
+			FOR UPDATE SKIP LOCKED`, limit)
+		if err != nil {
+			return err
+		}
+		batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxEvent, error) {
+			var e OutboxEvent
+			err := row.Scan(&e.ID, &e.RoutingKey, &e.Body, &e.Attempts)
+			return e, err
+		})
+		if err != nil || len(batch) == 0 {
+			return err
+		}
+		n = len(batch)
+		errs := publish(ctx, batch)
+		var done []int64
+		for i, e := range batch {
+			if errs[i] == nil {
+				done = append(done, e.ID)
+				continue
+			}
+			if _, err := tx.Exec(ctx, `
+				UPDATE event_outbox SET attempts = attempts + 1, last_error = $2,
+				       next_attempt_at = now() + make_interval(secs => $3)
+				WHERE id = $1`, e.ID, errs[i].Error(), retryIn(e.Attempts+1).Seconds()); err != nil {
+				return err
+			}
+		}
+		if len(done) > 0 {
+			_, err = tx.Exec(ctx, `DELETE FROM event_outbox WHERE id = ANY($1)`, done)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, dbErr("claim events", err)
+	}
+	return n, nil
+}
+
+// Purge deletes terminal requests, and dead letters, older than retention,
+// in batches of at most batch rows so no statement holds locks for long. It
+// returns how many rows it removed.
+func (s *Store) Purge(ctx context.Context, retention time.Duration, batch int) (int, error) {
+	total := 0
+	for _, stmt := range []string{
+		`DELETE FROM requests WHERE id IN (
+			SELECT id FROM requests
+			WHERE status IN ('replied', 'failed', 'expired', 'unroutable', 'cancelled')
+			  AND updated_at < now() - make_interval(secs => $1)
+			LIMIT $2)`,
+		`DELETE FROM dead_letters WHERE id IN (
+			SELECT id FROM dead_letters WHERE received_at < now() - make_interval(secs => $1) LIMIT $2)`,
+	} {
+		for ctx.Err() == nil {
+			tag, err := s.pool.Exec(ctx, stmt, retention.Seconds(), batch)
+			if err != nil {
+				return total, dbErr("purge", err)
+			}
+			total += int(tag.RowsAffected())
+			if tag.RowsAffected() < int64(batch) {
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+// KeepDeadLetter records a message that cannot be matched or processed,
+// with the reason. It is how nothing is dropped silently.
+func (s *Store) KeepDeadLetter(ctx context.Context, reason string, in IncomingReply) error {
+	return s.deadLetter(ctx, reason, in)
+}
+
+// ListDeadLetters returns up to limit dead letters, newest first, with ids
+// below before (0: from the newest).
+func (s *Store) ListDeadLetters(ctx context.Context, limit int, before int64) ([]DeadLetter, error) {
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT id, reason, source, coalesce(correlation_id, ''), coalesce(message_id, ''), headers, body, received_at
+		FROM dead_letters WHERE id < $1 ORDER BY id DESC LIMIT $2`, before, limit)
+	if err != nil {
+		return nil, dbErr("list dead letters", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (DeadLetter, error) {
+		var d DeadLetter
+		err := row.Scan(&d.ID, &d.Reason, &d.Source, &d.CorrelationID, &d.MessageID, &d.Headers, &d.Body, &d.ReceivedAt)
+		return d, err
+	})
+	if err != nil {
+		return nil, dbErr("list dead letters", err)
+	}
+	return out, nil
+}
+
+// DeadLetterCount returns how many dead letters are kept.
+func (s *Store) DeadLetterCount(ctx context.Context) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters`).Scan(&n); err != nil {
+		return 0, dbErr("count dead letters", err)
+	}
+	return n, nil
+}

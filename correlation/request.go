@@ -1,0 +1,121 @@
+// Package correlation is switchboard's correlation store: the request records
+// kept in Postgres, their status transitions, the matching of replies to
+// requests by correlation id, and the waiters that are woken — on every
+// gateway instance — when a request reaches a terminal status.
+//
+// Postgres is the single source of truth. Every transition is a conditional
+// UPDATE (only open requests can be replied to, expired or published), so
+// concurrent gateways, redelivered replies and a racing sweeper all agree on
+// one outcome without application-level locks. Each transition that ends a
+// request also sends a NOTIFY, which the Listener of every instance turns into
+// wake-ups for its local waiters.
+package correlation
+
+import (
+	"crypto/sha256"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Status is where a request is in its life.
+type Status string
+
+// The statuses of a request. The last five are terminal.
+const (
+	StatusQueued     Status = "queued"     // committed, not yet confirmed by the broker
+	StatusPending    Status = "pending"    // published and confirmed; waiting for a reply
+	StatusReplied    Status = "replied"    // a reply was stored
+	StatusFailed     Status = "failed"     // the responder replied with status: error
+	StatusExpired    Status = "expired"    // the deadline passed without a reply
+	StatusUnroutable Status = "unroutable" // the broker returned it: no queue is bound
+	StatusCancelled  Status = "cancelled"  // the client cancelled it
+)
+
+// Terminal reports whether no further transition can happen.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusQueued, StatusPending:
+		return false
+	default:
+		return true
+	}
+}
+
+// Sentinel errors of the correlation store.
+var (
+	// ErrNotFound means no request has that id.
+	ErrNotFound = errors.New("request not found")
+	// ErrConflict means the id is taken by a request with another routing key or body.
+	ErrConflict = errors.New("message id already used for a different request")
+	// ErrUnavailable means Postgres could not be reached.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+// Request is one request record.
+type Request struct {
+	ID          uuid.UUID
+	RoutingKey  string
+	Status      Status
+	Time        int64 // creation time, Unix milliseconds (client's or stamped)
+	ExpiresAt   time.Time
+	ReplyTo     string // webhook URL, empty when none
+	Body        []byte // the JSON body exactly as received
+	CreatedAt   time.Time
+	PublishedAt *time.Time
+	Attempts    int
+	Reply       *Reply
+}
+
+// Reply is the reply stored for a request.
+type Reply struct {
+	MessageID     string
+	CorrelationID string
+	Time          int64 // Unix milliseconds
+	Body          []byte
+	ReceivedAt    time.Time
+}
+
+// NewRequest is what the gateway records before it publishes.
+type NewRequest struct {
+	ID         uuid.UUID
+	RoutingKey string
+	Time       int64
+	ExpiresAt  time.Time
+	ReplyTo    string
+	Body       []byte
+	// PublishAfter is when the outbox relay may take the request if the
+	// submitting gateway has not published it by then (it crashed, or the
+	// broker was down). The submitter publishes at once itself.
+	PublishAfter time.Time
+}
+
+// IncomingReply is a reply as it arrived, over AMQP or HTTP.
+type IncomingReply struct {
+	CorrelationID string // raw, as received: it may not even be a UUID
+	MessageID     string
+	Time          int64
+	Body          []byte
+	Failed        bool           // the responder marked it status: error
+	Source        string         // "amqp" or "http"
+	Headers       map[string]any // kept with a dead letter
+}
+
+// Outcome says what storing a reply did.
+type Outcome string
+
+// Outcomes of StoreReply. Every outcome but Stored and Duplicate leaves a
+// dead-letter record.
+const (
+	OutcomeStored    Outcome = "stored"    // first reply: the request is now replied or failed
+	OutcomeDuplicate Outcome = "duplicate" // the request already had its reply; ignored
+	OutcomeUnknown   Outcome = "unknown"   // no request has this correlation id
+	OutcomeLate      Outcome = "late"      // the request had expired
+	OutcomeClosed    Outcome = "closed"    // the request was unroutable or cancelled
+)
+
+func digest(body []byte) []byte {
+	sum := sha256.Sum256(body)
+	return sum[:]
+}

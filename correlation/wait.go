@@ -1,0 +1,164 @@
+package correlation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// hub holds this process's waiters, keyed by request id. A wake-up carries
+// no data: the waiter re-reads the record, so a lost or duplicated wake-up
+// can never give it a wrong answer, only a late or an extra read.
+type hub struct {
+	mu      sync.Mutex
+	waiters map[uuid.UUID]map[chan struct{}]struct{}
+}
+
+func newHub() *hub {
+	return &hub{waiters: make(map[uuid.UUID]map[chan struct{}]struct{})}
+}
+
+func (h *hub) subscribe(id uuid.UUID) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	set := h.waiters[id]
+	if set == nil {
+		set = make(map[chan struct{}]struct{})
+		h.waiters[id] = set
+	}
+	set[ch] = struct{}{}
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		delete(set, ch)
+		if len(set) == 0 && h.waiters[id] != nil && len(h.waiters[id]) == 0 {
+			delete(h.waiters, id)
+		}
+		h.mu.Unlock()
+	}
+}
+
+func (h *hub) wake(id uuid.UUID) {
+	h.mu.Lock()
+	for ch := range h.waiters[id] {
+		signal(ch)
+	}
+	h.mu.Unlock()
+}
+
+// wakeAll wakes every waiter, after notifications may have been missed.
+func (h *hub) wakeAll() {
+	h.mu.Lock()
+	for _, set := range h.waiters {
+		for ch := range set {
+			signal(ch)
+		}
+	}
+	h.mu.Unlock()
+}
+
+func (h *hub) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, set := range h.waiters {
+		n += len(set)
+	}
+	return n
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// Waiters reports how many long-polls this process holds.
+func (s *Store) Waiters() int { return s.hub.count() }
+
+// Wait returns the request once its status is terminal, or as it is when
+// timeout passes. A client that goes away cancels ctx and costs nothing
+// more: its subscription is dropped and nothing it would have read is lost.
+func (s *Store) Wait(ctx context.Context, id uuid.UUID, timeout time.Duration) (Request, error) {
+	woken, unsubscribe := s.hub.subscribe(id)
+	defer unsubscribe()
+
+	r, err := s.Get(ctx, id)
+	if err != nil || r.Status.Terminal() || timeout <= 0 {
+		return r, err
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case <-woken:
+		case <-timer.C:
+			return s.Get(ctx, id)
+		case <-ctx.Done():
+			return r, ctx.Err()
+		}
+		r, err = s.Get(ctx, id)
+		if err != nil || r.Status.Terminal() {
+			return r, err
+		}
+	}
+}
+
+// Listen holds a dedicated Postgres connection that LISTENs for terminal
+// transitions committed by any instance and wakes the local waiters. It
+// reconnects with backoff until ctx ends; after each reconnect it wakes every
+// waiter, since notifications sent while it was away are lost. The ready
+// callback, when set, is called each time the LISTEN is in place.
+func (s *Store) Listen(ctx context.Context, ready func()) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := s.listenOnce(ctx, ready)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.logger.Warn("notification listener lost its connection; reconnecting", "error", err, "backoff", backoff)
+		s.hub.wakeAll()
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (s *Store) listenOnce(ctx context.Context, ready func()) error {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("connect listener: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// Anything committed before LISTEN took effect was not heard.
+	s.hub.wakeAll()
+	if ready != nil {
+		ready()
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return err
+			}
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+		id, err := uuid.Parse(n.Payload)
+		if err != nil {
+			continue // not ours
+		}
+		s.hub.wake(id)
+	}
+}

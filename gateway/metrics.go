@@ -1,0 +1,51 @@
+package gateway
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the gateway's Prometheus instruments.
+type Metrics struct {
+	RequestsAccepted prometheus.Counter
+	Publishes        *prometheus.CounterVec
+	RelayPublishes   *prometheus.CounterVec
+	ConfirmSeconds   prometheus.Histogram
+	Replies          *prometheus.CounterVec
+	DeadLetters      *prometheus.CounterVec
+	Expired          prometheus.Counter
+	Reconnects       prometheus.Counter
+	Purged           prometheus.Counter
+}
+
+// NewMetrics creates the instruments and registers them with reg (nil: not
+// registered, for tests and tools).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		RequestsAccepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_requests_accepted_total", Help: "Requests newly recorded in the correlation store."}),
+		Publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_publishes_total", Help: "Request publishes by result (confirmed, returned, nacked, timeout, unavailable)."},
+			[]string{"result"}),
+		RelayPublishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_outbox_publishes_total", Help: "Publishes made by the outbox relay, by result."},
+			[]string{"result"}),
+		ConfirmSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "switchboard_publish_confirm_seconds", Help: "Time from publish to the broker's confirm or return.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		Replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_replies_total", Help: "Replies received, by source (amqp, http) and outcome (stored, duplicate, unknown, late, closed, error)."},
+			[]string{"source", "outcome"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_dead_letters_total", Help: "Replies kept as dead letters, by reason (unknown, late, closed)."},
+			[]string{"reason"}),
+		Expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_requests_expired_total", Help: "Requests expired by the sweeper."}),
+		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_broker_reconnects_total", Help: "Broker reconnect attempts."}),
+		Purged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_retention_purged_total", Help: "Terminal requests and dead letters removed after the retention period."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.RequestsAccepted, m.Publishes, m.RelayPublishes, m.ConfirmSeconds,
+			m.Replies, m.DeadLetters, m.Expired, m.Reconnects, m.Purged)
+	}
+	return m
+}

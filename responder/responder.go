@@ -1,0 +1,344 @@
+// Package responder is the Go SDK for services that answer switchboard
+// requests. A Responder declares its durable queue, binds it to the request
+// exchange for its routing-key patterns, and for each request calls a
+// Handler, publishes the reply to the request's reply_to with the request's
+// message id as correlation_id (the standard RabbitMQ RPC convention), waits
+// for the broker to confirm the reply, and only then acks the request. A
+// crash anywhere in between means the request is redelivered and handled
+// again; the gateway keeps the first reply and ignores duplicates.
+//
+// Nothing here is required by the gateway: a responder written with any AMQP
+// client that follows CONTRACT §3 works just as well.
+package responder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Request is one request as the responder sees it.
+type Request struct {
+	ID         string          // the request's message id; replies carry it as correlation id
+	RoutingKey string          // e.g. workflow.create
+	Time       int64           // creation time, Unix milliseconds
+	Body       json.RawMessage // the client's JSON body
+	Headers    amqp.Table
+	// Deadline is when the gateway stops waiting (zero when unknown).
+	Deadline time.Time
+}
+
+// Handler does the work. Its reply is marshalled to JSON (a json.RawMessage
+// or []byte is sent as is). A returned error becomes a reply with header
+// status=error and body {"error": err.Error()}, which marks the request
+// failed.
+type Handler func(ctx context.Context, req Request) (reply any, err error)
+
+// Config configures a responder.
+type Config struct {
+	AMQPURL  string
+	Exchange string   // the request exchange, default switchboard.requests
+	Queue    string   // this service's durable queue
+	Patterns []string // topic patterns to bind, e.g. workflow.#
+	Prefetch int      // unacked requests held at once, default 16
+	// Concurrency is how many requests are handled at once, default Prefetch.
+	Concurrency int
+	AppID       string
+	Logger      *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.AMQPURL == "" {
+		c.AMQPURL = "amqp://guest:guest@127.0.0.1:5672/"
+	}
+	if c.Exchange == "" {
+		c.Exchange = "switchboard.requests"
+	}
+	if c.Queue == "" {
+		return errors.New("responder queue name is empty")
+	}
+	if len(c.Patterns) == 0 {
+		return errors.New("responder needs at least one routing-key pattern")
+	}
+	if c.Prefetch <= 0 {
+		c.Prefetch = 16
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = c.Prefetch
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Responder serves requests with a Handler.
+type Responder struct {
+	cfg     Config
+	handler Handler
+	ready   chan struct{}
+	once    sync.Once
+}
+
+// New returns a responder; nothing connects until Run.
+func New(cfg Config, h Handler) (*Responder, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, errors.New("responder handler is nil")
+	}
+	return &Responder{cfg: cfg, handler: h, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the queue is declared, bound and consumed the first
+// time.
+func (r *Responder) Ready() <-chan struct{} { return r.ready }
+
+// Run serves until ctx ends, reconnecting with backoff when the broker goes
+// away. Requests being handled when ctx ends are finished and acked first.
+func (r *Responder) Run(ctx context.Context) error {
+	wait := 100 * time.Millisecond
+	for {
+		started := time.Now()
+		err := r.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > 10*time.Second {
+			wait = 100 * time.Millisecond
+		}
+		r.cfg.Logger.Warn("responder lost the broker; reconnecting", "queue", r.cfg.Queue, "error", err, "backoff", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil
+		}
+		wait = min(wait*2, 10*time.Second)
+	}
+}
+
+func (r *Responder) session(ctx context.Context) error {
+	conn, err := amqp.DialConfig(r.cfg.AMQPURL, amqp.Config{
+		Heartbeat:  10 * time.Second,
+		Properties: amqp.Table{"connection_name": "switchboard responder " + r.cfg.Queue},
+		Dial:       amqp.DefaultDial(5 * time.Second),
+	})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	in, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	if err := in.ExchangeDeclare(r.cfg.Exchange, "topic", true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange: %w", err)
+	}
+	if _, err := in.QueueDeclare(r.cfg.Queue, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare queue: %w", err)
+	}
+	for _, p := range r.cfg.Patterns {
+		if err := in.QueueBind(r.cfg.Queue, p, r.cfg.Exchange, false, nil); err != nil {
+			return fmt.Errorf("bind %s: %w", p, err)
+		}
+	}
+	if err := in.Qos(r.cfg.Prefetch, 0, false); err != nil {
+		return fmt.Errorf("set prefetch: %w", err)
+	}
+	out, err := newReplier(conn)
+	if err != nil {
+		return err
+	}
+	defer out.close()
+
+	tag := "responder-" + uuid.NewString()
+	deliveries, err := in.Consume(r.cfg.Queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	r.once.Do(func() { close(r.ready) })
+
+	work := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	for range r.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range deliveries {
+				r.handle(work, out, d)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	select {
+	case <-ctx.Done():
+		_ = in.Cancel(tag, false)
+		<-done
+		return nil
+	case err := <-closed:
+		<-done
+		if err == nil {
+			return errors.New("connection closed")
+		}
+		return err
+	case <-done:
+		return errors.New("deliveries stopped")
+	}
+}
+
+func (r *Responder) handle(ctx context.Context, out *replier, d amqp.Delivery) {
+	req := Request{ID: d.MessageId, RoutingKey: d.RoutingKey, Body: d.Body, Headers: d.Headers}
+	if t, ok := intHeader(d.Headers["time"]); ok {
+		req.Time = t
+	} else if !d.Timestamp.IsZero() {
+		req.Time = d.Timestamp.UnixMilli()
+	}
+	hctx := ctx
+	if at, ok := intHeader(d.Headers["expires_at"]); ok && at > 0 {
+		req.Deadline = time.UnixMilli(at) // the gateway's own deadline
+	} else if ms, err := strconv.ParseInt(d.Expiration, 10, 64); err == nil && ms > 0 {
+		req.Deadline = time.Now().Add(time.Duration(ms) * time.Millisecond) // an upper bound: queue time is unknown
+	}
+	if !req.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithDeadline(ctx, req.Deadline)
+		defer cancel()
+	}
+	log := r.cfg.Logger.With("request_id", req.ID, "routing_key", req.RoutingKey)
+
+	if d.ReplyTo == "" {
+		// Nobody to answer: handle nothing, keep nothing waiting.
+		log.Warn("request without reply_to; acked without handling")
+		_ = d.Ack(false)
+		return
+	}
+
+	reply, status := r.call(hctx, req)
+	if err := out.publish(ctx, d.ReplyTo, req.ID, r.cfg.AppID, reply, status); err != nil {
+		log.Warn("reply not confirmed; request requeued", "error", err)
+		_ = d.Nack(false, true)
+		return
+	}
+	if err := d.Ack(false); err != nil {
+		log.Warn("ack request", "error", err) // redelivered; the duplicate reply is ignored
+	}
+}
+
+// call runs the handler and turns its result into a reply body and status.
+func (r *Responder) call(ctx context.Context, req Request) (body []byte, status string) {
+	defer func() {
+		if v := recover(); v != nil {
+			body, _ = json.Marshal(map[string]string{"error": fmt.Sprint("handler panic: ", v)})
+			status = "error"
+		}
+	}()
+	reply, err := r.handler(ctx, req)
+	if err != nil {
+		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		return b, "error"
+	}
+	switch v := reply.(type) {
+	case json.RawMessage:
+		if json.Valid(v) {
+			return v, "ok"
+		}
+	case []byte:
+		if json.Valid(v) {
+			return v, "ok"
+		}
+	default:
+		b, err := json.Marshal(v)
+		if err == nil {
+			return b, "ok"
+		}
+		b, _ = json.Marshal(map[string]string{"error": "marshal reply: " + err.Error()})
+		return b, "error"
+	}
+	b, _ := json.Marshal(map[string]string{"error": "handler returned bytes that are not JSON"})
+	return b, "error"
+}
+
+// intHeader reads an integer header as AMQP clients in other languages send
+// it (any integer width).
+func intHeader(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case int32:
+		return int64(n), true
+	case int16:
+		return int64(n), true
+	case int8:
+		return int64(n), true
+	case int:
+		return int64(n), true
+	case uint32:
+		return int64(n), true
+	case uint16:
+		return int64(n), true
+	case uint8:
+		return int64(n), true
+	}
+	return 0, false
+}
+
+// replier publishes replies on a confirm-mode channel.
+type replier struct {
+	mu sync.Mutex
+	ch *amqp.Channel
+}
+
+func newReplier(conn *amqp.Connection) (*replier, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		return nil, fmt.Errorf("enable confirms: %w", err)
+	}
+	return &replier{ch: ch}, nil
+}
+
+func (p *replier) close() { _ = p.ch.Close() }
+
+func (p *replier) publish(ctx context.Context, replyTo, correlationID, appID string, body []byte, status string) error {
+	now := time.Now()
+	msg := amqp.Publishing{
+		Headers:       amqp.Table{"time": now.UnixMilli(), "status": status},
+		ContentType:   "application/json",
+		DeliveryMode:  amqp.Persistent,
+		CorrelationId: correlationID,
+		MessageId:     uuid.NewString(),
+		Timestamp:     now,
+		AppId:         appID,
+		Body:          body,
+	}
+	p.mu.Lock()
+	confirm, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", replyTo, false, false, msg)
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ok, err := confirm.WaitContext(cctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("reply nacked by the broker")
+	}
+	return nil
+}
