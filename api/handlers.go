@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -162,7 +163,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if n, ok := preferWait(r.Header.Values("Prefer")); ok {
-		wait := min(time.Duration(n)*time.Second, s.cfg.MaxWait)
+		wait := waitSeconds(n, s.cfg.MaxWait)
 		if !rec.Status.Terminal() && wait > 0 {
 			waited, err := s.wait(r.Context(), rec.ID, wait)
 			if err != nil {
@@ -260,6 +261,10 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(corr) > 255 {
 		writeProblem(w, errInvalidHeader("Correlation-ID is longer than 255 characters"))
+		return
+	}
+	if !utf8.ValidString(corr) {
+		writeProblem(w, errInvalidHeader("Correlation-ID is not valid UTF-8"))
 		return
 	}
 	msgID, hasID, p := parseMessageID(r.Header.Get("Message-ID"))

@@ -122,7 +122,7 @@ func parseWebhook(v string) (string, *Problem) {
 		return "", nil
 	}
 	u, err := url.Parse(strings.TrimSpace(v))
-	if err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+	if err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil {
 		return "", errInvalidHeader("Reply-To must be an absolute http or https URL without credentials")
 	}
 	if len(v) > 2048 {
@@ -160,5 +160,14 @@ func parseWait(v string, max time.Duration) (time.Duration, *Problem) {
 	if err != nil || n < 0 {
 		return 0, errInvalidParameter("wait must be a whole number of seconds, 0 or more")
 	}
-	return min(time.Duration(n)*time.Second, max), nil
+	return waitSeconds(n, max), nil
+}
+
+// waitSeconds turns n seconds into a duration capped at max, without the
+// overflow a plain multiplication has for very large n.
+func waitSeconds(n int, max time.Duration) time.Duration {
+	if int64(n) >= int64(max/time.Second) {
+		return max
+	}
+	return time.Duration(n) * time.Second
 }

@@ -141,7 +141,7 @@ func TestParseWebhook(t *testing.T) {
 		require.Nil(t, p, ok)
 		require.Equal(t, ok, u)
 	}
-	for _, bad := range []string{"/relative", "example.com/hook", "ftp://example.com", "https://user:pw@example.com/", "https://", "mailto:a@b.c"} {
+	for _, bad := range []string{"/relative", "example.com/hook", "ftp://example.com", "https://user:pw@example.com/", "https://", "mailto:a@b.c", "http://:80/hook", "https://:443"} {
 		_, p := parseWebhook(bad)
 		require.NotNil(t, p, bad)
 	}
@@ -183,6 +183,11 @@ func TestParseWait(t *testing.T) {
 	d, p = parseWait("600", time.Minute)
 	require.Nil(t, p)
 	require.Equal(t, time.Minute, d, "capped")
+	for _, huge := range []string{"9223372036", "9223372036854775807"} {
+		d, p = parseWait(huge, time.Minute)
+		require.Nil(t, p, huge)
+		require.Equal(t, time.Minute, d, "%s seconds would overflow a Duration; capped instead", huge)
+	}
 	for _, bad := range []string{"-1", "1.5", "x"} {
 		_, p = parseWait(bad, time.Minute)
 		require.NotNil(t, p, bad)

@@ -14,7 +14,9 @@ package correlation
 import (
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -100,6 +102,35 @@ type IncomingReply struct {
 	Failed        bool           // the responder marked it status: error
 	Source        string         // "amqp" or "http"
 	Headers       map[string]any // kept with a dead letter
+}
+
+// storable returns the reply with its text fields made safe for Postgres
+// text and jsonb, which refuse invalid UTF-8 and NUL. A responder can send
+// any bytes in an AMQP short string or header; a reply that Postgres cannot
+// store would otherwise be redelivered until the broker dead-letters it, and
+// then fail again as a dead letter. Bodies are bytea and kept as they are.
+func (in IncomingReply) storable() IncomingReply {
+	in.CorrelationID = cleanText(in.CorrelationID)
+	in.MessageID = cleanText(in.MessageID)
+	if in.Headers != nil {
+		h := make(map[string]any, len(in.Headers))
+		for k, v := range in.Headers {
+			if s, ok := v.(string); ok {
+				v = cleanText(s)
+			}
+			h[cleanText(k)] = v
+		}
+		in.Headers = h
+	}
+	return in
+}
+
+// cleanText replaces invalid UTF-8 and NUL characters with U+FFFD.
+func cleanText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // Outcome says what storing a reply did.

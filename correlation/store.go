@@ -180,6 +180,7 @@ func (s *Store) RetryLater(ctx context.Context, id uuid.UUID, cause error) error
 // ones are duplicates. A reply that matches no open request is kept as a
 // dead letter, with the outcome saying why.
 func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, error) {
+	in = in.storable()
 	id, parseErr := uuid.Parse(in.CorrelationID)
 	if parseErr == nil {
 		status := StatusReplied
@@ -235,6 +236,7 @@ func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, erro
 }
 
 func (s *Store) deadLetter(ctx context.Context, reason string, in IncomingReply) error {
+	in = in.storable()
 	headers := in.Headers
 	if headers == nil {
 		headers = map[string]any{}

@@ -210,3 +210,40 @@ func TestExpireDueAndOutboxClaim(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, st.Depth, "the not-yet-due request waits")
 }
+
+// AMQP lets a responder send ids and headers that Postgres text and jsonb
+// refuse (NUL, invalid UTF-8). They are stored with U+FFFD in their place,
+// not refused, so such a reply cannot loop between queues.
+func TestRepliesWithTextPostgresRefuses(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	ctx := context.Background()
+
+	rec, _, err := s.Create(ctx, newRequest(time.Minute))
+	require.NoError(t, err)
+	o, err := s.StoreReply(ctx, correlation.IncomingReply{
+		CorrelationID: rec.ID.String(), MessageID: "msg-\xff\x00", Body: []byte(`{}`), Source: "amqp",
+	})
+	require.NoError(t, err)
+	require.Equal(t, correlation.OutcomeStored, o)
+	got, err := s.Get(ctx, rec.ID)
+	require.NoError(t, err)
+	require.Equal(t, "msg-\uFFFD\uFFFD", got.Reply.MessageID)
+
+	corr := "corr-\xfe\x00"
+	o, err = s.StoreReply(ctx, correlation.IncomingReply{
+		CorrelationID: corr, Body: []byte("\x00\xff"), Source: "amqp",
+		Headers: map[string]any{"note\x00": "a\x00b\xff", "redelivered": true},
+	})
+	require.NoError(t, err)
+	require.Equal(t, correlation.OutcomeUnknown, o)
+	dead, err := s.DeadLetters(ctx, "corr-\uFFFD\uFFFD")
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	require.Equal(t, []byte("\x00\xff"), dead[0].Body, "bodies are bytes, kept as sent")
+	require.Equal(t, "a\uFFFDb\uFFFD", dead[0].Headers["note\uFFFD"])
+
+	require.NoError(t, s.KeepDeadLetter(ctx, "rejected", correlation.IncomingReply{
+		CorrelationID: "\x00", MessageID: "\xc3", Source: "amqp", Headers: map[string]any{"k": "\x00"},
+	}))
+}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -69,12 +70,12 @@ func TestReplyFromDelivery(t *testing.T) {
 
 func TestHeaderInt(t *testing.T) {
 	t.Parallel()
-	for _, v := range []any{int64(7), int32(7), int(7), int16(7), int8(7), uint32(7), uint16(7), uint8(7), float64(7), float32(7), "7"} {
+	for _, v := range []any{int64(7), int32(7), int(7), int16(7), int8(7), uint32(7), uint16(7), uint8(7), float64(7), float32(7), float64(7.9), "7", " 7 ", "+7"} {
 		n, ok := headerInt(v)
 		require.True(t, ok, "%T", v)
 		require.Equal(t, int64(7), n, "%T", v)
 	}
-	for _, v := range []any{nil, "x", true, []byte("7")} {
+	for _, v := range []any{nil, "x", true, []byte("7"), "7abc", "7 8", "", math.NaN(), math.Inf(1), math.Inf(-1), 1e300, -1e300} {
 		_, ok := headerInt(v)
 		require.False(t, ok, "%T", v)
 	}
