@@ -1,0 +1,122 @@
+// Command bench measures switchboard against the path a team would write
+// without it, in one run, on the local Postgres and RabbitMQ.
+//
+// It creates its own database (sbbench_<random>) and its own exchanges and
+// queues (sbbench.<random>.*), builds ./cmd/switchboard and runs `switchboard
+// serve` as a subprocess, so the gateway's CPU seconds and peak RSS come from
+// /proc/<pid> and are its own. In-process echo responders (the Go SDK)
+// answer. Then, for each mode, N concurrent clients send a fixed number of
+// requests after a warm-up:
+//
+//	longpoll  POST /bench/echo/longpoll (202), then GET /v1/requests/{id}?wait=30 until replied
+//	prefer    POST with Prefer: wait=30, answered 200 with the reply
+//	intake    POST answered 202 only (the request is bound to a queue nobody consumes)
+//	replies   reply delivery alone: N pending requests, then N replies published
+//	          straight to the reply queue, timed until all are stored
+//	baseline  only the baseline
+//	all       every mode above, each against its baseline
+//
+// The baseline is the naive direct path, with no HTTP and no gateway: per
+// request an INSERT (autocommit), a persistent mandatory publish on the
+// caller's own confirm channel with the confirm awaited, the reply awaited on
+// a durable reply queue (a dispatcher routes replies by correlation id), and
+// an UPDATE (autocommit) before the reply is acked. It runs in its own
+// subprocess (the bench binary re-executed) for its own CPU and RSS figures,
+// with the same concurrency, payload, Postgres pool size and responders.
+// Durability is the same on both sides: synchronous_commit is whatever the
+// server has, and every message is persistent and confirmed.
+//
+// Everything runs on loopback only and is bounded by -timeout. On exit,
+// including Ctrl-C and a timeout, the subprocesses are stopped and the
+// database, queues and exchanges are removed.
+//
+// Usage:
+//
+//	go run ./cmd/bench [-mode all] [-clients 64] [-requests 5000] [-warmup 500] [-json out.json]
+//
+// The run ends with one summary line for the longpoll round trip:
+//
+//	bench: ratio=<gateway/baseline> gateway_rps=<n> baseline_rps=<n> p99_ms=<n>
+//
+// Profiling: the stock gateway serves no /debug/pprof, so `go tool pprof
+// http://.../debug/pprof/profile` does not work against it, and the bench
+// measures it with /proc only. -cpuprofile FILE fetches a CPU profile of the
+// longpoll phase from a gateway binary that does serve net/http/pprof on its
+// HTTP address (a throwaway profiling build, passed with -switchboard-bin);
+// with the stock binary it says so and carries on. `perf record -g -p <pid>`
+// works on the stock binary too.
+//
+// Other SWITCHBOARD_* variables in the environment (e.g.
+// SWITCHBOARD_PREFETCH) reach the gateway subprocess, to try settings.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if isBaselineWorker() {
+		os.Exit(baselineMain())
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C ends the bench at once
+	}()
+	err := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := DefaultOptions()
+	o.Progress = stderr
+	var jsonPath string
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Mode, "mode", o.Mode, "all, longpoll, prefer, intake, replies or baseline")
+	fs.IntVar(&o.Clients, "clients", o.Clients, "concurrent clients (and baseline callers)")
+	fs.IntVar(&o.Requests, "requests", o.Requests, "measured requests (or replies) per mode")
+	fs.IntVar(&o.Warmup, "warmup", o.Warmup, "unmeasured requests before them")
+	fs.IntVar(&o.PayloadBytes, "payload", o.PayloadBytes, "request body size in bytes (a seed-like JSON document, padded)")
+	fs.IntVar(&o.Responders, "responders", o.Responders, "echo responders per request exchange, each handling -clients at once")
+	fs.IntVar(&o.DBMaxConns, "db-max-conns", o.DBMaxConns, "Postgres pool size of the gateway and of the baseline")
+	fs.StringVar(&o.PostgresURL, "postgres-url", o.PostgresURL, "an existing database on the local Postgres; the bench creates its own beside it")
+	fs.StringVar(&o.AMQPURL, "amqp-url", o.AMQPURL, "the local RabbitMQ")
+	fs.StringVar(&o.SwitchboardBin, "switchboard-bin", "", "a prebuilt switchboard binary (default: go build ./cmd/switchboard)")
+	fs.StringVar(&o.BaselineReplyQueue, "baseline-reply-queue", o.BaselineReplyQueue, "type of the baseline's durable reply queue: classic or quorum (the gateway's is quorum)")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the gateway's CPU profile of the longpoll phase here (needs a -switchboard-bin serving /debug/pprof/)")
+	fs.IntVar(&o.CPUProfileSeconds, "cpuprofile-seconds", 0, "length of that profile (0: about the measured phase)")
+	fs.StringVar(&jsonPath, "json", "", "also write the results as JSON to this file")
+	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "bound on the whole run, cleanup excluded")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	rep, err := run(ctx, o, stdout)
+	if err != nil {
+		return err
+	}
+	printNotes(stdout, rep.Host)
+	if jsonPath != "" {
+		if err := writeJSON(jsonPath, rep); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(stdout, summaryLine(rep.Summary))
+	return nil
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// latencySummary is the distribution of one phase's latencies.
+type latencySummary struct {
+	P50, P90, P99, Max time.Duration
+}
+
+func summarize(lats []time.Duration) latencySummary {
+	if len(lats) == 0 {
+		return latencySummary{}
+	}
+	s := slices.Clone(lats)
+	slices.Sort(s)
+	return latencySummary{P50: percentile(s, 0.50), P90: percentile(s, 0.90), P99: percentile(s, 0.99), Max: s[len(s)-1]}
+}
+
+// percentile of sorted, nearest-rank.
+func percentile(sorted []time.Duration, q float64) time.Duration {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat: the kernel
+// reports them in USER_HZ, which is 100 on every Linux ABI.
+const userHZ = 100
+
+// procCPU returns the user+system CPU time pid has used so far.
+func procCPU(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces:
+	// count fields from the last ')'.
+	i := bytes.LastIndexByte(raw, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(raw[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: bad cpu times", pid)
+	}
+	return time.Duration(utime+stime) * time.Second / userHZ, nil
+}
+
+// procPeakRSS returns pid's peak resident set (VmHWM) in bytes.
+func procPeakRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("VmHWM: %w", err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
+}
+
+// resetPeakRSS starts pid's VmHWM afresh from its current RSS (Linux 4.0+),
+// so each mode reports its own peak rather than the process's lifetime one.
+func resetPeakRSS(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
+// hostCPU returns the busy and total jiffies of all CPUs since boot.
+func hostCPU() (busy, total uint64) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := bytes.Cut(raw, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		if i == 8 || i == 9 { // guest time is already counted in user
+			continue
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
+}
+
+// meter measures one phase: the CPU a process used in it, the bench's own
+// CPU, and how busy the host was.
+type meter struct {
+	pid           int
+	cpu0, self0   time.Duration
+	busy0, total0 uint64
+	// Results, set by stop.
+	cpu, self time.Duration
+	hostBusy  float64
+	cpuErr    error
+	stopped   bool
+}
+
+func startMeter(pid int) *meter {
+	m := &meter{pid: pid}
+	m.cpu0, m.cpuErr = procCPU(pid)
+	m.self0, _ = procCPU(os.Getpid())
+	m.busy0, m.total0 = hostCPU()
+	return m
+}
+
+func (m *meter) stop() {
+	if m.stopped {
+		return
+	}
+	m.stopped = true
+	if cpu, err := procCPU(m.pid); err == nil && m.cpuErr == nil {
+		m.cpu = cpu - m.cpu0
+	} else if m.cpuErr == nil {
+		m.cpuErr = err
+	}
+	if self, err := procCPU(os.Getpid()); err == nil {
+		m.self = self - m.self0
+	}
+	busy, total := hostCPU()
+	if total > m.total0 {
+		m.hostBusy = float64(busy-m.busy0) / float64(total-m.total0)
+	}
+}
