@@ -10,6 +10,7 @@ type Metrics struct {
 	ConfirmSeconds   prometheus.Histogram
 	Replies          *prometheus.CounterVec
 	DeadLetters      *prometheus.CounterVec
+	DeadLetterErrors prometheus.Counter
 	Expired          prometheus.Counter
 	Reconnects       prometheus.Counter
 	Purged           prometheus.Counter
@@ -36,6 +37,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_dead_letters_total", Help: "Replies kept as dead letters, by reason (unknown, late, closed)."},
 			[]string{"reason"}),
+		DeadLetterErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_dead_letter_store_errors_total", Help: "Dead-lettered messages Postgres refused to record, even as a minimal record; each stays on the dead-letter queue."}),
 		Expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_requests_expired_total", Help: "Requests expired by the sweeper."}),
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{
@@ -45,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.RequestsAccepted, m.Publishes, m.RelayPublishes, m.ConfirmSeconds,
-			m.Replies, m.DeadLetters, m.Expired, m.Reconnects, m.Purged)
+			m.Replies, m.DeadLetters, m.DeadLetterErrors, m.Expired, m.Reconnects, m.Purged)
 	}
 	return m
 }

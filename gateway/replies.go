@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +26,10 @@ type replyConsumer struct {
 	store  func(context.Context, correlation.IncomingReply) (correlation.Outcome, error)
 	logger *slog.Logger
 }
+
+// deadLetterRetryPause is how long the dead-letter consumer waits before it
+// requeues a message it could not record at all.
+const deadLetterRetryPause = 5 * time.Second
 
 // storeTimeout bounds one attempt to store a reply.
 const storeTimeout = 10 * time.Second
@@ -75,7 +81,7 @@ func replyFromDelivery(d amqp.Delivery, maxBytes int) correlation.IncomingReply 
 	} else if !d.Timestamp.IsZero() {
 		in.Time = d.Timestamp.UnixMilli()
 	}
-	if s, ok := d.Headers["status"].(string); ok && strings.EqualFold(s, "error") {
+	if s, ok := d.Headers["status"].(string); ok && strings.EqualFold(strings.TrimSpace(s), "error") {
 		in.Failed = true
 	}
 	switch {
@@ -138,15 +144,23 @@ func headerInt(v any) (int64, bool) {
 	case uint8:
 		return int64(n), true
 	case float64:
-		return int64(n), true
+		return floatInt(n)
 	case float32:
-		return int64(n), true
+		return floatInt(float64(n))
 	case string:
-		var t int64
-		_, err := fmt.Sscan(n, &t)
+		t, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
 		return t, err == nil
 	}
 	return 0, false
+}
+
+// floatInt truncates a float that fits in an int64; NaN, infinities and
+// out-of-range values are refused rather than wrapped.
+func floatInt(f float64) (int64, bool) {
+	if math.IsNaN(f) || f < math.MinInt64 || f >= math.MaxInt64 {
+		return 0, false
+	}
+	return int64(f), true
 }
 
 // deadLetterConsumer records what the broker dead-lettered from the reply
@@ -176,14 +190,32 @@ func (c *deadLetterConsumer) handle(ctx, work context.Context, d amqp.Delivery) 
 		CorrelationID: d.CorrelationId, MessageID: d.MessageId, Body: d.Body,
 		Source: "amqp", Headers: deliveryHeaders(d),
 	}
-	err := retryStore(ctx, func() error {
-		sctx, cancel := context.WithTimeout(work, storeTimeout)
-		defer cancel()
-		return c.store.KeepDeadLetter(sctx, reason, in)
-	}, func(err error) { c.logger.Warn("record dead letter: database unavailable; holding it", "error", err) })
+	keep := func(in correlation.IncomingReply) error {
+		return retryStore(ctx, func() error {
+			sctx, cancel := context.WithTimeout(work, storeTimeout)
+			defer cancel()
+			return c.store.KeepDeadLetter(sctx, reason, in)
+		}, func(err error) { c.logger.Warn("record dead letter: database unavailable; holding it", "error", err) })
+	}
+	err := keep(in)
+	if err != nil && ctx.Err() == nil {
+		// Postgres refused the record itself, not for an outage. Keep the
+		// body and the reason it was refused; the properties are what made
+		// it unstorable.
+		c.logger.Error("record dead letter; keeping a minimal record instead", "request_id", d.CorrelationId, "error", err)
+		err = keep(correlation.IncomingReply{Body: d.Body, Source: "amqp", Headers: map[string]any{"store_error": err.Error()}})
+	}
 	if err != nil {
 		if ctx.Err() == nil {
+			// Nothing could be recorded: leave it on the queue, visible in
+			// the metric, and pause so a message that can never be stored
+			// does not spin the consumer.
+			c.metrics.DeadLetterErrors.Inc()
 			c.logger.Error("record dead letter; leaving it on the queue", "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(deadLetterRetryPause):
+			}
 			_ = d.Nack(false, true)
 		}
 		return
