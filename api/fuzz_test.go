@@ -24,6 +24,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -707,7 +708,7 @@ func FuzzPostReply(f *testing.F) {
 		st := strings.ToLower(strings.TrimSpace(status))
 		_, _, idErr := parseMessageID(messageID)
 		_, _, timeErr := parseTime(timeH)
-		valid := corr != "" && len(corr) <= 255 && idErr == nil && timeErr == nil &&
+		valid := corr != "" && len(corr) <= 255 && utf8.ValidString(corr) && idErr == nil && timeErr == nil &&
 			(st == "" || st == "ok" || st == "error") && checkJSONContentType(contentType) == nil &&
 			int64(len(body)) <= s.cfg.MaxBodyBytes && json.Valid(body)
 		if valid != stored {

@@ -9,6 +9,12 @@
 // one outcome without application-level locks. Each transition that ends a
 // request also sends a NOTIFY, which the Listener of every instance turns into
 // wake-ups for its local waiters.
+//
+// The hot path is group-committed: concurrent Create, MarkPublished and
+// StoreReply calls share one statement and one commit each (see batcher), in
+// id order so that concurrent batches cannot deadlock, and a batch of replies
+// announces its ids in one NOTIFY per 200 ids. No call returns before its
+// batch has committed.
 package correlation
 
 import (

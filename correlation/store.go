@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,12 +25,30 @@ type Store struct {
 	pool   *pgxpool.Pool
 	hub    *hub
 	logger *slog.Logger
+
+	// Group commits of the hot path: concurrent inserts, publish confirms
+	// and replies each share one statement and one commit.
+	creates   *batcher[NewRequest, createResult]
+	published *batcher[uuid.UUID, struct{}]
+	replies   *batcher[replyRow, *Request]
 }
+
+// Batch limits. A NOTIFY payload holds at most 8000 bytes, so a reply batch
+// sends one notification per notifyIDs ids (37 bytes each).
+const (
+	maxBatch    = 256
+	maxFlushers = 2
+	notifyIDs   = 200
+)
 
 // NewStore returns a store over pool. Call Listen (usually in its own
 // goroutine) so waiters are woken by replies stored on other instances.
 func NewStore(pool *pgxpool.Pool, logger *slog.Logger) *Store {
-	return &Store{pool: pool, hub: newHub(), logger: logger}
+	s := &Store{pool: pool, hub: newHub(), logger: logger}
+	s.creates = newBatcher(maxBatch, maxFlushers, s.flushCreates)
+	s.published = newBatcher(maxBatch, maxFlushers, s.flushPublished)
+	s.replies = newBatcher(maxBatch, maxFlushers, s.flushReplies)
+	return s
 }
 
 // Ping checks that Postgres answers.
@@ -79,23 +98,16 @@ func scanRequest(row pgx.Row) (Request, error) {
 // and created=false: the repeat is idempotent. The same id with a different
 // routing key or body is ErrConflict.
 func (s *Store) Create(ctx context.Context, n NewRequest) (r Request, created bool, err error) {
-	var replyTo *string
-	if n.ReplyTo != "" {
-		replyTo = &n.ReplyTo
+	res, err := s.creates.do(ctx, n)
+	if err != nil {
+		return Request{}, false, err
 	}
-	sum := digest(n.Body)
-	row := s.pool.QueryRow(ctx, `
-		INSERT INTO requests (id, routing_key, status, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at)
-		VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8)
-		ON CONFLICT (id) DO NOTHING
-		RETURNING `+requestColumns,
-		n.ID, n.RoutingKey, n.Time, n.ExpiresAt, replyTo, n.Body, sum, n.PublishAfter)
-	r, err = scanRequest(row)
-	if err == nil {
+	if res.inserted {
+		r = Request{
+			ID: n.ID, RoutingKey: n.RoutingKey, Status: StatusQueued, Time: n.Time,
+			ExpiresAt: n.ExpiresAt, ReplyTo: n.ReplyTo, Body: n.Body, CreatedAt: res.createdAt,
+		}
 		return r, true, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return Request{}, false, dbErr("insert request", err)
 	}
 
 	// The id exists: a repeat of the same request, or a collision.
@@ -104,15 +116,75 @@ func (s *Store) Create(ctx context.Context, n NewRequest) (r Request, created bo
 	err = s.pool.QueryRow(ctx, `SELECT routing_key, body_sha256 FROM requests WHERE id = $1`, n.ID).
 		Scan(&existingKey, &existingSum)
 	if err != nil {
-		// Not found here means the row vanished in between; there is no
-		// delete path, so treat it as a database problem.
+		// Not found here means the row vanished in between (retention
+		// removed a repeat's original); treat it as a database problem.
 		return Request{}, false, dbErr("read existing request", err)
 	}
-	if existingKey != n.RoutingKey || !bytes.Equal(existingSum, sum) {
+	if existingKey != n.RoutingKey || !bytes.Equal(existingSum, digest(n.Body)) {
 		return Request{}, false, ErrConflict
 	}
 	r, err = s.Get(ctx, n.ID)
 	return r, false, err
+}
+
+// createResult is what one row of a batched insert returns.
+type createResult struct {
+	inserted  bool // false: the id already existed
+	createdAt time.Time
+}
+
+// flushCreates inserts a batch of new requests in one statement. Ids that
+// exist already (a repeat, or twice in the batch) are left to Create's
+// conflict check. Rows go in in id order, as in every batched statement, so
+// concurrent batches take their row locks in the same order and cannot
+// deadlock one another.
+func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createResult, error) {
+	in := sortedByID(batch, func(r NewRequest) uuid.UUID { return r.ID })
+	n := len(in)
+	ids := make([]uuid.UUID, n)
+	keys := make([]string, n)
+	times := make([]int64, n)
+	expires := make([]time.Time, n)
+	replyTo := make([]*string, n)
+	bodies := make([][]byte, n)
+	sums := make([][]byte, n)
+	next := make([]time.Time, n)
+	for i, r := range in {
+		ids[i], keys[i], times[i], expires[i], bodies[i], next[i] = r.ID, r.RoutingKey, r.Time, r.ExpiresAt, r.Body, r.PublishAfter
+		if r.ReplyTo != "" {
+			replyTo[i] = &in[i].ReplyTo
+		}
+		sums[i] = digest(r.Body)
+	}
+	rows, err := s.pool.Query(ctx, `
+		INSERT INTO requests (id, routing_key, status, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at)
+		SELECT id, routing_key, 'queued', time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at
+		FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[])
+			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at)
+		ON CONFLICT (id) DO NOTHING
+		RETURNING id, created_at`,
+		ids, keys, times, expires, replyTo, bodies, sums, next)
+	if err != nil {
+		return nil, dbErr("insert requests", err)
+	}
+	inserted := make(map[uuid.UUID]time.Time, n)
+	var id uuid.UUID
+	var at time.Time
+	_, err = pgx.ForEachRow(rows, []any{&id, &at}, func() error {
+		inserted[id] = at
+		return nil
+	})
+	if err != nil {
+		return nil, dbErr("insert requests", err)
+	}
+	out := make([]createResult, n)
+	for i, r := range batch {
+		if at, ok := inserted[r.ID]; ok {
+			out[i] = createResult{inserted: true, createdAt: at}
+			delete(inserted, r.ID) // a second copy in the batch is a repeat
+		}
+	}
+	return out, nil
 }
 
 // Get returns the request with that id, or ErrNotFound.
@@ -131,15 +203,23 @@ func (s *Store) Get(ctx context.Context, id uuid.UUID) (Request, error) {
 // pending. A request that already moved on (a fast reply, the sweeper) is
 // left as it is.
 func (s *Store) MarkPublished(ctx context.Context, id uuid.UUID) error {
+	_, err := s.published.do(ctx, id)
+	return err
+}
+
+func (s *Store) flushPublished(ctx context.Context, ids []uuid.UUID) ([]struct{}, error) {
 	_, err := s.pool.Exec(ctx, `
+		WITH locked AS (
+			SELECT id FROM requests WHERE id = ANY($1::uuid[]) AND status = 'queued' ORDER BY id FOR UPDATE)
 		UPDATE requests
 		SET status = 'pending', published_at = now(), updated_at = now(),
 		    publish_attempts = publish_attempts + 1, last_error = NULL
-		WHERE id = $1 AND status = 'queued'`, id)
+		FROM locked
+		WHERE requests.id = locked.id AND status = 'queued'`, ids)
 	if err != nil {
-		return dbErr("mark published", err)
+		return nil, dbErr("mark published", err)
 	}
-	return nil
+	return make([]struct{}, len(ids)), nil
 }
 
 // MarkUnroutable records that the broker returned the request because no
@@ -187,20 +267,11 @@ func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, erro
 		if in.Failed {
 			status = StatusFailed
 		}
-		tag, err := s.pool.Exec(ctx, `
-			WITH u AS (
-				UPDATE requests
-				SET status = $2, reply_message_id = $3, reply_correlation_id = $4, reply_time_ms = $5,
-				    reply_body = $6, replied_at = now(), updated_at = now()
-				WHERE id = $1 AND status IN ('queued', 'pending') AND expires_at > now()
-				RETURNING id)
-			SELECT pg_notify('`+notifyChannel+`', id::text) FROM u`,
-			id, status, in.MessageID, in.CorrelationID, in.Time, in.Body)
+		rec, err := s.replies.do(ctx, replyRow{id: id, status: status, reply: in})
 		if err != nil {
-			return "", dbErr("store reply", err)
+			return "", err
 		}
-		if tag.RowsAffected() > 0 {
-			s.hub.wake(id)
+		if rec != nil {
 			return OutcomeStored, nil
 		}
 	}
@@ -233,6 +304,99 @@ func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, erro
 		return "", err
 	}
 	return outcome, nil
+}
+
+// sortedByID returns a copy of batch in id order (Postgres's uuid order);
+// entries with the same id keep their order of arrival.
+func sortedByID[T any](batch []T, id func(T) uuid.UUID) []T {
+	out := slices.Clone(batch)
+	slices.SortStableFunc(out, func(a, b T) int {
+		x, y := id(a), id(b)
+		return bytes.Compare(x[:], y[:])
+	})
+	return out
+}
+
+// replyRow is one reply in a batched update.
+type replyRow struct {
+	id     uuid.UUID
+	status Status
+	reply  IncomingReply
+}
+
+// flushReplies stores a batch of first replies in one statement: each open,
+// unexpired request named in the batch takes its reply, and the ids that
+// did are announced to every instance in as few notifications as fit. The
+// updated records go straight to this process's waiters, which need not
+// read them again. A nil result means the request was not open (or its id
+// came earlier in the same batch); StoreReply then classifies the reply.
+func (s *Store) flushReplies(ctx context.Context, in []replyRow) ([]*Request, error) {
+	n := len(in)
+	sorted := sortedByID(in, func(r replyRow) uuid.UUID { return r.id })
+	ids := make([]uuid.UUID, 0, n)
+	statuses := make([]string, 0, n)
+	msgIDs := make([]string, 0, n)
+	corrs := make([]string, 0, n)
+	times := make([]int64, 0, n)
+	bodies := make([][]byte, 0, n)
+	seen := make(map[uuid.UUID]bool, n)
+	for _, r := range sorted {
+		if seen[r.id] {
+			continue // only one reply per request per statement
+		}
+		seen[r.id] = true
+		ids = append(ids, r.id)
+		statuses = append(statuses, string(r.status))
+		msgIDs = append(msgIDs, r.reply.MessageID)
+		corrs = append(corrs, r.reply.CorrelationID)
+		times = append(times, r.reply.Time)
+		bodies = append(bodies, r.reply.Body)
+	}
+	rows, err := s.pool.Query(ctx, `
+		WITH v AS (
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[])
+				AS v(v_id, v_status, v_msg, v_corr, v_time, v_body)),
+		locked AS (
+			SELECT id AS l_id FROM requests
+			WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'pending')
+			ORDER BY id FOR UPDATE),
+		u AS (
+			UPDATE requests
+			SET status = v_status, reply_message_id = v_msg, reply_correlation_id = v_corr,
+			    reply_time_ms = v_time, reply_body = v_body, replied_at = now(), updated_at = now()
+			FROM v, locked
+			WHERE id = v_id AND id = l_id AND status IN ('queued', 'pending') AND expires_at > now()
+			RETURNING `+requestColumns+`),
+		n AS (
+			SELECT pg_notify('`+notifyChannel+`', string_agg(id::text, ','))
+			FROM (SELECT id, (row_number() OVER () - 1) / `+fmt.Sprint(notifyIDs)+` AS g FROM u) AS numbered
+			GROUP BY g)
+		SELECT u.* FROM u, (SELECT count(*) FROM n) AS notified`,
+		ids, statuses, msgIDs, corrs, times, bodies)
+	if err != nil {
+		return nil, dbErr("store replies", err)
+	}
+	stored := make(map[uuid.UUID]*Request, len(ids))
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			rows.Close()
+			return nil, dbErr("store replies", err)
+		}
+		stored[r.ID] = &r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbErr("store replies", err)
+	}
+	out := make([]*Request, n)
+	for i, r := range in {
+		if rec := stored[r.id]; rec != nil {
+			out[i] = rec
+			delete(stored, r.id) // a second reply in the batch is a duplicate
+			s.hub.deliver(r.id, rec)
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) deadLetter(ctx context.Context, reason string, in IncomingReply) error {
@@ -300,9 +464,14 @@ func (s *Store) ExpireDue(ctx context.Context) (int, error) {
 
 func (s *Store) expire(ctx context.Context, extraWhere string, args ...any) (int, error) {
 	rows, err := s.pool.Query(ctx, `
-		WITH u AS (
-			UPDATE requests SET status = 'expired', updated_at = now()
+		WITH locked AS (
+			SELECT id AS l_id FROM requests
 			WHERE `+extraWhere+` status IN ('queued', 'pending') AND expires_at <= now()
+			ORDER BY id FOR UPDATE),
+		u AS (
+			UPDATE requests SET status = 'expired', updated_at = now()
+			FROM locked
+			WHERE id = l_id AND status IN ('queued', 'pending') AND expires_at <= now()
 			RETURNING id)
 		SELECT id, pg_notify('`+notifyChannel+`', id::text) FROM u`, args...)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,4 +247,86 @@ func TestRepliesWithTextPostgresRefuses(t *testing.T) {
 	require.NoError(t, s.KeepDeadLetter(ctx, "rejected", correlation.IncomingReply{
 		CorrelationID: "\x00", MessageID: "\xc3", Source: "amqp", Headers: map[string]any{"k": "\x00"},
 	}))
+}
+
+// Concurrent submits and replies share group commits. Repeats of one id in
+// the same batch are still one record and one stored reply, and a batch's
+// notifications (several ids each) wake waiters on another instance.
+func TestGroupCommitsKeepOneRecordAndOneReplyPerID(t *testing.T) {
+	t.Parallel()
+	dbURL := testsvc.Database(t)
+	open := func() *correlation.Store {
+		pool, err := pgxpool.New(context.Background(), dbURL)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		return correlation.NewStore(pool, slog.New(slog.DiscardHandler))
+	}
+	a, b := open(), open()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	listening := make(chan struct{})
+	var once sync.Once
+	go func() { _ = b.Listen(ctx, func() { once.Do(func() { close(listening) }) }) }()
+	<-listening
+
+	const n, copies = 300, 3
+	reqs := make([]correlation.NewRequest, n)
+	for i := range reqs {
+		reqs[i] = newRequest(time.Minute)
+	}
+	var created atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n * copies {
+		wg.Go(func() {
+			r, isNew, err := a.Create(ctx, reqs[i%n])
+			require.NoError(t, err)
+			require.Equal(t, reqs[i%n].ID, r.ID)
+			if isNew {
+				created.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, int64(n), created.Load(), "each id is created exactly once")
+	for _, r := range reqs {
+		wg.Go(func() { require.NoError(t, a.MarkPublished(ctx, r.ID)) })
+	}
+	wg.Wait()
+
+	results := make(chan correlation.Request, n)
+	for _, r := range reqs {
+		wg.Go(func() {
+			w, err := b.Wait(ctx, r.ID, 20*time.Second)
+			require.NoError(t, err)
+			results <- w
+		})
+	}
+	require.Eventually(t, func() bool { return b.Waiters() == n }, 5*time.Second, 5*time.Millisecond)
+	var stored, dup atomic.Int64
+	var replies sync.WaitGroup
+	for i := range n * copies {
+		replies.Go(func() {
+			o, err := a.StoreReply(ctx, correlation.IncomingReply{
+				CorrelationID: reqs[i%n].ID.String(), MessageID: uuid.NewString(), Body: []byte(`{"ok":true}`), Source: "amqp",
+			})
+			require.NoError(t, err)
+			switch o {
+			case correlation.OutcomeStored:
+				stored.Add(1)
+			case correlation.OutcomeDuplicate:
+				dup.Add(1)
+			default:
+				t.Errorf("outcome %s", o)
+			}
+		})
+	}
+	replies.Wait()
+	require.Equal(t, int64(n), stored.Load())
+	require.Equal(t, int64(n*(copies-1)), dup.Load())
+	wg.Wait()
+	close(results)
+	for w := range results {
+		require.Equal(t, correlation.StatusReplied, w.Status)
+		require.JSONEq(t, `{"ok":true}`, string(w.Reply.Body))
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,23 +13,25 @@ import (
 )
 
 // hub holds this process's waiters, keyed by request id. A wake-up carries
-// no data: the waiter re-reads the record, so a lost or duplicated wake-up
-// can never give it a wrong answer, only a late or an extra read.
+// the terminal record when the process stored it itself, and nothing when it
+// only heard of it (a notification from any instance): the waiter then
+// re-reads the record, so a lost or duplicated wake-up can never give it a
+// wrong answer, only a late or an extra read.
 type hub struct {
 	mu      sync.Mutex
-	waiters map[uuid.UUID]map[chan struct{}]struct{}
+	waiters map[uuid.UUID]map[chan *Request]struct{}
 }
 
 func newHub() *hub {
-	return &hub{waiters: make(map[uuid.UUID]map[chan struct{}]struct{})}
+	return &hub{waiters: make(map[uuid.UUID]map[chan *Request]struct{})}
 }
 
-func (h *hub) subscribe(id uuid.UUID) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
+func (h *hub) subscribe(id uuid.UUID) (<-chan *Request, func()) {
+	ch := make(chan *Request, 1)
 	h.mu.Lock()
 	set := h.waiters[id]
 	if set == nil {
-		set = make(map[chan struct{}]struct{})
+		set = make(map[chan *Request]struct{})
 		h.waiters[id] = set
 	}
 	set[ch] = struct{}{}
@@ -43,10 +46,14 @@ func (h *hub) subscribe(id uuid.UUID) (<-chan struct{}, func()) {
 	}
 }
 
-func (h *hub) wake(id uuid.UUID) {
+// wake tells id's waiters to re-read their record.
+func (h *hub) wake(id uuid.UUID) { h.deliver(id, nil) }
+
+// deliver hands id's waiters its terminal record (nil: re-read it).
+func (h *hub) deliver(id uuid.UUID, r *Request) {
 	h.mu.Lock()
 	for ch := range h.waiters[id] {
-		signal(ch)
+		signal(ch, r)
 	}
 	h.mu.Unlock()
 }
@@ -56,7 +63,7 @@ func (h *hub) wakeAll() {
 	h.mu.Lock()
 	for _, set := range h.waiters {
 		for ch := range set {
-			signal(ch)
+			signal(ch, nil)
 		}
 	}
 	h.mu.Unlock()
@@ -72,10 +79,24 @@ func (h *hub) count() int {
 	return n
 }
 
-func signal(ch chan struct{}) {
+// signal leaves one pending wake-up on ch; a record replaces a pending
+// wake-up without one. Only the hub sends, under its lock.
+func signal(ch chan *Request, r *Request) {
 	select {
-	case ch <- struct{}{}:
-	default: // a wake-up is already pending
+	case ch <- r:
+		return
+	default:
+	}
+	if r == nil {
+		return // a wake-up is already pending
+	}
+	select {
+	case <-ch:
+	default:
+	}
+	select {
+	case ch <- r:
+	default:
 	}
 }
 
@@ -97,7 +118,10 @@ func (s *Store) Wait(ctx context.Context, id uuid.UUID, timeout time.Duration) (
 	defer timer.Stop()
 	for {
 		select {
-		case <-woken:
+		case rec := <-woken:
+			if rec != nil && rec.Status.Terminal() {
+				return *rec, nil
+			}
 		case <-timer.C:
 			return s.Get(ctx, id)
 		case <-ctx.Done():
@@ -155,10 +179,11 @@ func (s *Store) listenOnce(ctx context.Context, ready func()) error {
 			}
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		id, err := uuid.Parse(n.Payload)
-		if err != nil {
-			continue // not ours
+		// One id, or a comma-separated batch of them.
+		for payload := range strings.SplitSeq(n.Payload, ",") {
+			if id, err := uuid.Parse(payload); err == nil {
+				s.hub.wake(id)
+			}
 		}
-		s.hub.wake(id)
 	}
 }

@@ -64,7 +64,7 @@ func FuzzReplyFromDelivery(f *testing.F) {
 			t.Fatalf("reply body %q is not JSON", in.Body)
 		}
 		valid := len(body) <= fuzzMaxReply && json.Valid(body)
-		if wantFailed := !valid || strings.EqualFold(status, "error"); in.Failed != wantFailed {
+		if wantFailed := !valid || strings.EqualFold(strings.TrimSpace(status), "error"); in.Failed != wantFailed {
 			t.Fatalf("Failed %v, want %v (status %q, valid body %v)", in.Failed, wantFailed, status, valid)
 		}
 		if valid {

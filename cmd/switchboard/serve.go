@@ -70,7 +70,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("listen: %w", err)
 	}
 	httpServer := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           wrapHandler(srv.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -214,3 +214,6 @@ func registerStoreGauges(reg prometheus.Registerer, store *correlation.Store) {
 			func() float64 { return float64(store.Waiters()) }),
 	)
 }
+
+// wrapHandler lets a profiling build (tag pprof) add its endpoints.
+var wrapHandler = func(h http.Handler) http.Handler { return h }

@@ -1,0 +1,108 @@
+package correlation
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// A batcher turns concurrent calls into group commits: calls that arrive
+// while a flush is under way queue up and go to the database together in the
+// next one, in one statement and one commit. A call that finds a flusher
+// free is flushed at once, alone, so a quiet gateway adds no latency; under
+// load, batches grow by themselves up to maxBatch. Nothing is acknowledged
+// to a caller before its batch has committed.
+type batcher[In, Out any] struct {
+	// flush runs one batch and returns one result per input, in order, or
+	// one error for the whole batch.
+	flush       func(ctx context.Context, in []In) ([]Out, error)
+	maxBatch    int
+	maxFlushers int           // concurrent flushes, each on its own connection
+	timeout     time.Duration // per flush; callers' contexts do not cancel a shared batch
+
+	mu       sync.Mutex
+	queue    []*batchCall[In, Out]
+	flushing int
+}
+
+type batchCall[In, Out any] struct {
+	in   In
+	out  Out
+	err  error
+	done chan struct{}
+}
+
+func newBatcher[In, Out any](maxBatch, maxFlushers int, flush func(context.Context, []In) ([]Out, error)) *batcher[In, Out] {
+	return &batcher[In, Out]{flush: flush, maxBatch: maxBatch, maxFlushers: maxFlushers, timeout: 30 * time.Second}
+}
+
+// do adds in to the next batch and returns its result once that batch has
+// been flushed. A caller whose ctx ends first gets ctx's error; its input
+// may still be committed with the batch, exactly as a single statement may
+// commit after its caller stopped waiting.
+func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
+	c := &batchCall[In, Out]{in: in, done: make(chan struct{})}
+	b.mu.Lock()
+	b.queue = append(b.queue, c)
+	if b.flushing < b.maxFlushers {
+		b.flushing++
+		go b.run()
+	}
+	b.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.out, c.err
+	case <-ctx.Done():
+		var zero Out
+		return zero, ctx.Err()
+	}
+}
+
+// run flushes batches until the queue is empty.
+func (b *batcher[In, Out]) run() {
+	for {
+		b.mu.Lock()
+		n := min(len(b.queue), b.maxBatch)
+		if n == 0 {
+			b.flushing--
+			b.mu.Unlock()
+			return
+		}
+		batch := b.queue[:n:n]
+		b.queue = b.queue[n:]
+		if len(b.queue) == 0 {
+			b.queue = nil // let a long burst's backing array go
+		}
+		b.mu.Unlock()
+
+		in := make([]In, len(batch))
+		for i, c := range batch {
+			in[i] = c.in
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		out, err := b.flush(ctx, in)
+		for attempt := 1; err != nil && retryable(err) && attempt < 3 && ctx.Err() == nil; attempt++ {
+			out, err = b.flush(ctx, in) // the statement rolled back whole
+		}
+		cancel()
+		for i, c := range batch {
+			if err != nil {
+				c.err = err
+			} else {
+				c.out = out[i]
+			}
+			close(c.done)
+		}
+	}
+}
+
+// retryable reports a statement that failed whole and can be run again:
+// a deadlock with a statement outside the batches (which all lock rows in
+// id order), or a serialization failure.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
