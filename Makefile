@@ -57,6 +57,19 @@ bench: ## Benchmark the gateway against the naive direct path (all modes, 64 cli
 bench-quick: ## A small benchmark run, under 30 s
 	$(GO) run ./cmd/bench -mode all -clients 8 -requests 300 -warmup 50 -timeout 60s $(BENCHFLAGS)
 
+# Long-polls parked at once by bench-scale; e.g. make bench-scale WAITERS=5000
+WAITERS             ?= 20000
+
+.PHONY: bench-scale
+bench-scale: ## Park WAITERS (20000) long-polls on the gateway, then wake them: RSS per waiter, wake-up latency
+	$(GO) run ./cmd/bench -mode scale -waiters $(WAITERS) $(BENCHFLAGS)
+
+.PHONY: bench-plot
+bench-plot: ## Sweep longpoll and baseline over 1-128 clients: docs/bench-sweep.csv and docs/bench-latency.png
+	@mkdir -p docs
+	$(GO) run ./cmd/bench -mode sweep -sweep-clients 1,2,4,8,16,32,64,128 -sweep-requests 2000 -sweep-warmup 200 \
+		-sweep-csv docs/bench-sweep.csv -sweep-png docs/bench-latency.png $(BENCHFLAGS)
+
 # Time per fuzz target; e.g. make fuzz FUZZTIME=5m. Minimizing each new
 # corpus entry is capped too: the handlers' random ids and clocks make
 # coverage vary between runs, and the default 60s cap stalls the fuzzer.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 
 // Options configure one bench run.
 type Options struct {
-	Mode         string // all, longpoll, prefer, intake, replies or baseline
+	Mode         string // all, longpoll, prefer, intake, replies, baseline, scale or sweep
 	Clients      int
 	Requests     int // measured operations per mode
 	Warmup       int // unmeasured operations before them
@@ -40,6 +41,20 @@ type Options struct {
 	CPUProfile        string
 	CPUProfileSeconds int // 0: about the length of the longpoll phase
 	Timeout           time.Duration
+
+	// Scale mode: Waiters long-polls parked at once, held by client
+	// processes of at most WaitersPerProcess connections each.
+	Waiters           int
+	WaitersPerProcess int
+
+	// Sweep mode: longpoll and the baseline round trip at each of
+	// SweepClients, SweepRequests measured after SweepWarmup each; the
+	// figures go to SweepCSV and a chart to SweepPNG (empty: not written).
+	SweepClients  []int
+	SweepRequests int
+	SweepWarmup   int
+	SweepCSV      string
+	SweepPNG      string
 	// Progress receives what the bench is doing (stderr by default).
 	Progress io.Writer
 
@@ -57,10 +72,17 @@ func DefaultOptions() Options {
 		BaselineReplyQueue: "classic",
 		Timeout:            5 * time.Minute,
 		Progress:           os.Stderr,
+		Waiters:            20000,
+		WaitersPerProcess:  10000,
+		SweepClients:       []int{1, 2, 4, 8, 16, 32, 64, 128},
+		SweepRequests:      2000,
+		SweepWarmup:        200,
+		SweepCSV:           "bench-sweep.csv",
+		SweepPNG:           "bench-latency.png",
 	}
 }
 
-var modes = []string{"all", "longpoll", "prefer", "intake", "replies", "baseline"}
+var modes = []string{"all", "longpoll", "prefer", "intake", "replies", "baseline", "scale", "sweep"}
 
 func (o Options) validate() error {
 	switch {
@@ -84,6 +106,23 @@ func (o Options) validate() error {
 		return errors.New("timeout must be positive")
 	case o.CPUProfileSeconds < 0:
 		return errors.New("cpu profile seconds must not be negative")
+	case o.Mode == "scale" && (o.Waiters < 1 || o.Waiters > 1_000_000):
+		return errors.New("waiters must be from 1 to 1000000")
+	case o.Mode == "scale" && (o.WaitersPerProcess < 1 || o.WaitersPerProcess > 60_000):
+		return errors.New("waiters per process must be from 1 to 60000")
+	case o.Mode == "scale" && (o.Waiters+o.WaitersPerProcess-1)/o.WaitersPerProcess > maxClientProcesses:
+		return fmt.Errorf("waiters / waiters per process: at most %d client processes", maxClientProcesses)
+	case o.Mode == "sweep" && len(o.SweepClients) == 0:
+		return errors.New("sweep clients: give at least one client count")
+	case o.Mode == "sweep" && (o.SweepRequests < 1 || o.SweepRequests > 10_000_000):
+		return errors.New("sweep requests must be from 1 to 10000000")
+	case o.Mode == "sweep" && (o.SweepWarmup < 0 || o.SweepWarmup > 10_000_000):
+		return errors.New("sweep warmup must be from 0 to 10000000")
+	}
+	for _, c := range o.SweepClients {
+		if c < 1 || c > 4096 {
+			return errors.New("each sweep client count must be from 1 to 4096")
+		}
 	}
 	if err := requireLoopback("postgres", o.PostgresURL); err != nil {
 		return err
@@ -133,6 +172,10 @@ type Side struct {
 	// HostCPUBusy is the share of all CPUs busy in the phase (everything:
 	// Postgres, RabbitMQ, the gateway, the bench, other processes).
 	HostCPUBusy float64 `json:"host_cpu_busy"`
+	// OtherCPUSeconds is the CPU that processes other than the measured
+	// one, the bench, Postgres and RabbitMQ used in the phase: other work
+	// on the machine, which skews the figures when it is large.
+	OtherCPUSeconds float64 `json:"other_cpu_seconds"`
 	// Stored is how many of the mode's rows the database holds in the
 	// expected final status; StoredWant how many it should.
 	Stored     int `json:"stored"`
@@ -159,6 +202,7 @@ func (s *Side) fillMeter(m *meter, cpu time.Duration, peakRSS int64) {
 	s.PeakRSSMiB = float64(peakRSS) / (1 << 20)
 	s.BenchCPUSeconds = m.self.Seconds()
 	s.HostCPUBusy = m.hostBusy
+	s.OtherCPUSeconds = m.other.Seconds()
 }
 
 // ModeResult is one mode's figures.
@@ -183,8 +227,11 @@ type Report struct {
 	Started  time.Time    `json:"started"`
 	Host     HostInfo     `json:"host"`
 	Settings Settings     `json:"settings"`
-	Modes    []ModeResult `json:"modes"`
-	Summary  Summary      `json:"summary"`
+	Modes    []ModeResult `json:"modes,omitempty"`
+	Summary  Summary      `json:"summary,omitzero"`
+	// Scale is the scale mode's figures; Sweep the sweep mode's points.
+	Scale *ScaleResult  `json:"scale,omitempty"`
+	Sweep []SweepResult `json:"sweep,omitempty"`
 }
 
 // HostInfo describes where the run happened.
@@ -206,6 +253,10 @@ type Settings struct {
 	Responders         int    `json:"responders"`
 	DBMaxConns         int    `json:"db_max_conns"`
 	BaselineReplyQueue string `json:"baseline_reply_queue"`
+	Waiters            int    `json:"waiters,omitempty"`
+	SweepClients       []int  `json:"sweep_clients,omitempty"`
+	SweepRequests      int    `json:"sweep_requests,omitempty"`
+	SweepWarmup        int    `json:"sweep_warmup,omitempty"`
 }
 
 // bench is one run in progress.
@@ -238,6 +289,20 @@ func run(ctx context.Context, opts Options, out io.Writer) (rep *Report, err err
 		Settings: Settings{Mode: opts.Mode, Clients: opts.Clients, Requests: opts.Requests, Warmup: opts.Warmup,
 			PayloadBytes: len(b.payload), Responders: opts.Responders, DBMaxConns: opts.DBMaxConns,
 			BaselineReplyQueue: opts.BaselineReplyQueue}}
+	switch opts.Mode {
+	case "scale":
+		rep.Settings.Waiters = opts.Waiters
+		// The gateway and the client processes inherit the raised limit.
+		if lim, err := raiseNoFile(uint64(max(opts.Waiters, opts.WaitersPerProcess)) + 256); err != nil {
+			b.log("RLIMIT_NOFILE: %v (soft %d, hard %d)", err, lim.Cur, lim.Max)
+		}
+	case "sweep":
+		rep.Settings.SweepClients, rep.Settings.SweepRequests, rep.Settings.SweepWarmup = opts.SweepClients, opts.SweepRequests, opts.SweepWarmup
+		// Responders and HTTP clients are sized for the largest point.
+		opts.Clients = slices.Max(opts.SweepClients)
+		b.opts.Clients = opts.Clients
+		rep.Settings.Clients = opts.Clients
+	}
 
 	// Cleanup runs in reverse order of setup, on success, error, timeout
 	// and Ctrl-C alike, each step bounded.
@@ -301,20 +366,27 @@ func run(ctx context.Context, opts Options, out io.Writer) (rep *Report, err err
 		return nil, err
 	}
 
-	b.log("starting %d echo responders for the gateway and %d for the baseline", opts.Responders, opts.Responders)
-	for _, r := range []struct{ exchange, queue string }{
-		{b.names.Exchange, b.names.EchoQueue}, {b.names.BaselineExchange, b.names.BaselineEchoQueue},
-	} {
-		stop, err := startResponders(ctx, opts.AMQPURL, r.exchange, r.queue, "bench.echo.#", opts.Responders, opts.Clients)
-		if err != nil {
-			return nil, err
+	if opts.Mode != "scale" { // its requests go to the sink, which nobody answers
+		b.log("starting %d echo responders for the gateway and %d for the baseline", opts.Responders, opts.Responders)
+		for _, r := range []struct{ exchange, queue string }{
+			{b.names.Exchange, b.names.EchoQueue}, {b.names.BaselineExchange, b.names.BaselineEchoQueue},
+		} {
+			stop, err := startResponders(ctx, opts.AMQPURL, r.exchange, r.queue, "bench.echo.#", opts.Responders, opts.Clients)
+			if err != nil {
+				return nil, err
+			}
+			cleanups = append(cleanups, func() error { stop(); return nil })
 		}
-		cleanups = append(cleanups, func() error { stop(); return nil })
 	}
 
 	if needGateway {
 		b.log("starting the gateway (%s serve)", bin)
-		if b.gw, err = startGateway(ctx, bin, b.names.gatewayEnv(b.dbURL, opts.AMQPURL, opts.DBMaxConns)); err != nil {
+		env := b.names.gatewayEnv(b.dbURL, opts.AMQPURL, opts.DBMaxConns)
+		if opts.Mode == "scale" {
+			// Long-polls must outlast the whole run.
+			env = append(env, fmt.Sprintf("SWITCHBOARD_MAX_WAIT=%ds", scaleWaitSeconds(opts.Timeout)))
+		}
+		if b.gw, err = startGateway(ctx, bin, env); err != nil {
 			return nil, err
 		}
 		cleanups = append(cleanups, func() error {
@@ -337,6 +409,19 @@ func run(ctx context.Context, opts Options, out io.Writer) (rep *Report, err err
 			roundtrip = s
 		}
 		return s, err
+	}
+	switch opts.Mode {
+	case "scale":
+		if rep.Scale, err = b.scale(ctx); err != nil {
+			return rep, err
+		}
+		printScale(out, rep.Scale)
+		return rep, b.runInspect(ctx)
+	case "sweep":
+		if rep.Sweep, err = b.sweep(ctx, out); err != nil {
+			return rep, err
+		}
+		return rep, b.runInspect(ctx)
 	}
 	plan := map[string][]string{
 		"all":      {"longpoll", "prefer", "intake", "replies"},
@@ -367,13 +452,15 @@ func run(ctx context.Context, opts Options, out io.Writer) (rep *Report, err err
 		printMode(out, rep.Settings, res)
 	}
 	rep.Summary = summaryOf(rep.Modes)
+	return rep, b.runInspect(ctx)
+}
 
-	if opts.inspect != nil {
-		if err := opts.inspect(ctx, b.dbURL); err != nil {
-			return rep, err
-		}
+// runInspect runs the tests' inspection, if any.
+func (b *bench) runInspect(ctx context.Context) error {
+	if b.opts.inspect == nil {
+		return nil
 	}
-	return rep, nil
+	return b.opts.inspect(ctx, b.dbURL)
 }
 
 // summaryOf picks the headline: longpoll when it ran, else the first mode.
@@ -466,7 +553,7 @@ func (b *bench) gatewayReplies(ctx context.Context) (*Side, error) {
 	o := b.opts
 	pid := b.gw.pid()
 	b.log("gateway replies: creating %d pending requests", o.Warmup+o.Requests)
-	ids, err := b.http.createPending(ctx, o.Clients, o.Warmup+o.Requests)
+	ids, err := b.http.createPending(ctx, o.Clients, o.Warmup+o.Requests, keyReplies, longTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if isBaselineWorker() {
 		os.Exit(baselineMain())
 	}
+	if isWaiterWorker() {
+		os.Exit(waiterMain())
+	}
 	os.Exit(m.Run())
 }
 

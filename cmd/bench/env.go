@@ -28,6 +28,7 @@ const (
 	keyBaseline = "bench.echo.baseline"
 	keyBaseIn   = "bench.sink.baseline-intake"
 	keyBaseRep  = "bench.sink.baseline-replies"
+	keyScale    = "bench.sink.scale"
 )
 
 // baselineTable is the baseline's own table, created LIKE the gateway's

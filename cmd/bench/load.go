@@ -189,12 +189,13 @@ func (h *httpLoad) intake(ctx context.Context, _ int) error {
 // them all takes.
 var longTimeout = http.Header{"Content-Type": {"application/json"}, "Request-Timeout": {"600"}}
 
-// createPending creates n pending requests nobody answers and returns their ids.
-func (h *httpLoad) createPending(ctx context.Context, clients, n int) ([]string, error) {
+// createPending creates n pending requests nobody answers (key must route
+// to the sink queue) and returns their ids.
+func (h *httpLoad) createPending(ctx context.Context, clients, n int, key string, header http.Header) ([]string, error) {
 	var mu sync.Mutex
 	ids := make([]string, 0, n)
 	p, err := drive(ctx, clients, n, func(ctx context.Context, _ int) error {
-		rec, err := h.submit(ctx, keyReplies, longTimeout)
+		rec, err := h.submit(ctx, key, header)
 		if err != nil {
 			return err
 		}

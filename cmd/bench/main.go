@@ -16,6 +16,35 @@
 //	baseline  only the baseline
 //	all       every mode above, each against its baseline
 //
+// Two more modes run on their own (not in all):
+//
+//	scale     -waiters W (20000) long-polls parked on the gateway at once, then
+//	          woken: its RSS per waiter and the wake-up latency
+//	sweep     longpoll and the baseline round trip at each of -sweep-clients
+//	          (1,2,4,...,128), -sweep-requests (2000) each: a CSV (-sweep-csv) and
+//	          a PNG chart of latency and throughput against clients (-sweep-png)
+//
+// The scale mode submits W requests to a routing key bound to the sink
+// queue (they stay pending), reads the gateway's VmRSS, then opens one GET
+// /v1/requests/{id}?wait=N per request, each on its own TCP connection, from
+// client subprocesses (the bench binary re-executed, at most
+// -waiters-per-process connections each, since each process's open files
+// are bounded by RLIMIT_NOFILE) dialling from their own loopback source
+// addresses (127.0.0.2, 127.0.0.3, ...) so that no address runs out of
+// ephemeral ports. The gateway runs with SWITCHBOARD_MAX_WAIT beyond
+// -timeout, and the bench raises its own soft RLIMIT_NOFILE to the hard
+// limit for the gateway to inherit. When the switchboard_waiters gauge on
+// /metrics counts all W, the RSS is read again; the growth divided by the
+// waiters parked is the memory one long-poll costs. Then all W replies are
+// published straight to the reply queue, and each waiter's wake-up is timed
+// from its reply's publish until its GET answered 200 replied. It ends with
+//
+//	bench-scale: waiters=<n> parked=<n> rss_mb=<n> rss_per_waiter_bytes=<n> wake_p50_ms=<n> wake_p99_ms=<n> wake_max_ms=<n> all_woken_ms=<n> failed=<n>
+//
+// and exits non-zero unless every waiter was parked and got its reply. A
+// gateway whose RLIMIT_NOFILE cannot hold W connections (and its own few
+// files) is reported as such: the connections beyond it wait unaccepted.
+//
 // The baseline is the naive direct path, with no HTTP and no gateway: per
 // request an INSERT (autocommit), a persistent mandatory publish on the
 // caller's own confirm channel with the confirm awaited, the reply awaited on
@@ -33,8 +62,11 @@
 // Usage:
 //
 //	go run ./cmd/bench [-mode all] [-clients 64] [-requests 5000] [-warmup 500] [-json out.json]
+//	go run ./cmd/bench -mode scale [-waiters 20000] [-waiters-per-process 10000]
+//	go run ./cmd/bench -mode sweep [-sweep-clients 1,2,4,8,16,32,64,128] [-sweep-requests 2000] [-sweep-warmup 200] \
+//		[-sweep-csv bench-sweep.csv] [-sweep-png bench-latency.png]
 //
-// The run ends with one summary line for the longpoll round trip:
+// The other modes' run ends with one summary line for the longpoll round trip:
 //
 //	bench: ratio=<gateway/baseline> gateway_rps=<n> baseline_rps=<n> p99_ms=<n>
 //
@@ -65,6 +97,9 @@ func main() {
 	if isBaselineWorker() {
 		os.Exit(baselineMain())
 	}
+	if isWaiterWorker() {
+		os.Exit(waiterMain())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
@@ -86,7 +121,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var jsonPath string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.Mode, "mode", o.Mode, "all, longpoll, prefer, intake, replies or baseline")
+	fs.StringVar(&o.Mode, "mode", o.Mode, "all, longpoll, prefer, intake, replies, baseline, scale or sweep")
 	fs.IntVar(&o.Clients, "clients", o.Clients, "concurrent clients (and baseline callers)")
 	fs.IntVar(&o.Requests, "requests", o.Requests, "measured requests (or replies) per mode")
 	fs.IntVar(&o.Warmup, "warmup", o.Warmup, "unmeasured requests before them")
@@ -99,6 +134,13 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&o.BaselineReplyQueue, "baseline-reply-queue", o.BaselineReplyQueue, "type of the baseline's durable reply queue: classic or quorum (the gateway's is quorum)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the gateway's CPU profile of the longpoll phase here (needs a -switchboard-bin serving /debug/pprof/)")
 	fs.IntVar(&o.CPUProfileSeconds, "cpuprofile-seconds", 0, "length of that profile (0: about the measured phase)")
+	fs.IntVar(&o.Waiters, "waiters", o.Waiters, "scale: long-polls parked at once")
+	fs.IntVar(&o.WaitersPerProcess, "waiters-per-process", o.WaitersPerProcess, "scale: connections per client process (each process's open files are limited)")
+	fs.Var(clientList{&o.SweepClients}, "sweep-clients", "sweep: comma-separated client counts")
+	fs.IntVar(&o.SweepRequests, "sweep-requests", o.SweepRequests, "sweep: measured requests per point and side")
+	fs.IntVar(&o.SweepWarmup, "sweep-warmup", o.SweepWarmup, "sweep: unmeasured requests before them")
+	fs.StringVar(&o.SweepCSV, "sweep-csv", o.SweepCSV, "sweep: write the points as CSV here (empty: not written)")
+	fs.StringVar(&o.SweepPNG, "sweep-png", o.SweepPNG, "sweep: write the latency and throughput chart as PNG here (empty: not written)")
 	fs.StringVar(&jsonPath, "json", "", "also write the results as JSON to this file")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "bound on the whole run, cleanup excluded")
 	if err := fs.Parse(args); err != nil {
@@ -111,12 +153,20 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	printNotes(stdout, rep.Host)
+	printNotes(stdout, rep.Host, o.Mode)
 	if jsonPath != "" {
 		if err := writeJSON(jsonPath, rep); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintln(stdout, summaryLine(rep.Summary))
+	switch {
+	case rep.Scale != nil:
+		fmt.Fprintln(stdout, scaleSummaryLine(rep.Scale))
+		return rep.Scale.passed()
+	case o.Mode == "sweep":
+		fmt.Fprintln(stdout, sweepSummaryLine(o, rep.Sweep))
+	default:
+		fmt.Fprintln(stdout, summaryLine(rep.Summary))
+	}
 	return nil
 }

@@ -132,6 +132,35 @@ func (c *child) stop(grace time.Duration) error {
 type gatewayProc struct {
 	*child
 	addr string
+	*logCounts
+}
+
+// logCounts counts the gateway's warnings and errors (its JSON log lines
+// at level WARN or ERROR) and keeps the first of them.
+type logCounts struct {
+	mu        sync.Mutex
+	warnings  int
+	firstWarn string
+}
+
+func (l *logCounts) saw(level, line string) {
+	if level != "WARN" && level != "ERROR" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.warnings++
+	if l.firstWarn == "" {
+		l.firstWarn = line
+	}
+}
+
+// warned returns how many warnings and errors the gateway logged, and the
+// first one.
+func (l *logCounts) warned() (int, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.warnings, l.firstWarn
 }
 
 func (n names) gatewayEnv(dbURL, amqpURL string, dbMaxConns int) []string {
@@ -158,14 +187,17 @@ func startGateway(ctx context.Context, bin string, env []string) (*gatewayProc, 
 	cmd.Env = append(os.Environ(), env...)
 	addrc := make(chan string, 1)
 	connected := make(chan struct{}, 1)
+	counts := &logCounts{}
 	c, err := startChild("gateway", cmd, func(line string) {
 		var entry struct {
-			Msg  string `json:"msg"`
-			Addr string `json:"addr"`
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+			Addr  string `json:"addr"`
 		}
 		if json.Unmarshal([]byte(line), &entry) != nil {
 			return
 		}
+		counts.saw(entry.Level, line)
 		switch entry.Msg {
 		case "listening":
 			select {
@@ -182,7 +214,7 @@ func startGateway(ctx context.Context, bin string, env []string) (*gatewayProc, 
 	if err != nil {
 		return nil, err
 	}
-	g := &gatewayProc{child: c}
+	g := &gatewayProc{child: c, logCounts: counts}
 	fail := func(err error) (*gatewayProc, error) {
 		_ = c.stop(5 * time.Second)
 		return nil, fmt.Errorf("%w\ngateway log:\n%s", err, c.logTail())

@@ -138,20 +138,8 @@ func awaitReplied(ctx context.Context, pool *pgxpool.Pool, table, key string, wa
 // storing transaction's time) and returns the time from publish to stored,
 // and the last storing time.
 func replyLatencies(ctx context.Context, pool *pgxpool.Pool, table string, ids []string, sent []time.Time) ([]time.Duration, time.Time, error) {
-	at := make(map[string]time.Time, len(ids))
-	rows, err := pool.Query(ctx, `SELECT id::text, replied_at FROM `+table+` WHERE id = ANY($1::uuid[]) AND replied_at IS NOT NULL`, ids)
+	at, err := storedTimes(ctx, pool, table, ids)
 	if err != nil {
-		return nil, time.Time{}, err
-	}
-	for rows.Next() {
-		var id string
-		var t time.Time
-		if err := rows.Scan(&id, &t); err != nil {
-			return nil, time.Time{}, err
-		}
-		at[id] = t
-	}
-	if err := rows.Err(); err != nil {
 		return nil, time.Time{}, err
 	}
 	lats := make([]time.Duration, 0, len(ids))
@@ -167,4 +155,23 @@ func replyLatencies(ctx context.Context, pool *pgxpool.Pool, table string, ids [
 		}
 	}
 	return lats, last, nil
+}
+
+// storedTimes reads replied_at of the rows of ids that have one.
+func storedTimes(ctx context.Context, pool *pgxpool.Pool, table string, ids []string) (map[string]time.Time, error) {
+	at := make(map[string]time.Time, len(ids))
+	rows, err := pool.Query(ctx, `SELECT id::text, replied_at FROM `+table+` WHERE id = ANY($1::uuid[]) AND replied_at IS NOT NULL`, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var t time.Time
+		if err := rows.Scan(&id, &t); err != nil {
+			return nil, err
+		}
+		at[id] = t
+	}
+	return at, rows.Err()
 }

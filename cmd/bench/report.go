@@ -46,10 +46,13 @@ func printMode(w io.Writer, s Settings, m ModeResult) {
 	}
 }
 
-// printNotes explains the columns once.
-func printNotes(w io.Writer, h HostInfo) {
+// printNotes explains the columns once (the scale mode has none).
+func printNotes(w io.Writer, h HostInfo, mode string) {
 	fmt.Fprintf(w, "\nhost: %d CPUs, %s, Postgres %s (synchronous_commit=%s), RabbitMQ %s\n",
 		h.CPUs, h.GoVersion, h.Postgres, h.SynchronousCommit, h.RabbitMQ)
+	if mode == "scale" {
+		return
+	}
 	fmt.Fprintln(w, "cpu s, cpu µs/op, peak MiB: the gateway process (or the baseline service process) alone, from /proc;"+
 		" bench cpu: the load generator and echo responders; host: all CPUs busy, everything included.")
 }
@@ -57,4 +60,49 @@ func printNotes(w io.Writer, h HostInfo) {
 // summaryLine is the last line of every run.
 func summaryLine(s Summary) string {
 	return fmt.Sprintf("bench: ratio=%.2f gateway_rps=%.0f baseline_rps=%.0f p99_ms=%.0f", s.Ratio, s.GatewayRPS, s.BaselineRPS, s.P99MS)
+}
+
+// printScale writes the scale mode's figures.
+func printScale(w io.Writer, r *ScaleResult) {
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+	fmt.Fprintf(w, "\nmode scale — %d long-polls (GET ?wait=N, one connection each) parked at once, then all their replies published\n", r.Waiters)
+	fmt.Fprintf(w, "  clients:     %d processes, %d loopback source addresses; all GETs parked in %.1f s\n",
+		r.ClientProcesses, r.SourceAddresses, r.OpenSeconds)
+	fmt.Fprintf(w, "  parked:      %d of %d (from %s); %d connections established to the gateway, %d of them unaccepted\n",
+		r.Parked, r.Waiters, r.ParkedFrom, r.Established, r.AcceptQueue)
+	fmt.Fprintf(w, "  open files:  %d before, %d parked, limit %d\n", r.FDsBefore, r.FDsParked, r.FDLimit)
+	fmt.Fprintf(w, "  goroutines:  %d before, %d parked\n", r.GoroutinesBefore, r.GoroutinesParked)
+	fmt.Fprintf(w, "  RSS:         %.1f MiB before, %.1f MiB parked: %d bytes per waiter (Go heap in use %d, stacks %d); peak %.1f MiB\n",
+		mib(r.RSSBeforeBytes), mib(r.RSSParkedBytes), r.RSSPerWaiterBytes, r.HeapPerWaiterBytes, r.StackPerWaiterBytes, mib(r.PeakRSSBytes))
+	fmt.Fprintf(w, "  replies:     published in %.0f ms; the last stored %.0f ms after the last publish\n", r.PublishMS, r.AllStoredMS)
+	fmt.Fprintf(w, "  wake-up:     publish to answer p50 %.1f / p90 %.1f / p99 %.1f / max %.1f ms; stored to answer p50 %.1f / p99 %.1f / max %.1f ms\n",
+		r.WakeP50MS, r.WakeP90MS, r.WakeP99MS, r.WakeMaxMS, r.StoreToAnswerP50MS, r.StoreToAnswerP99MS, r.StoreToAnswerMaxMS)
+	fmt.Fprintf(w, "  all woken:   %.0f ms after the last publish\n", r.AllWokenMS)
+	fmt.Fprintf(w, "  CPU s from first publish to last answer (%.1f s): gateway %.2f, client processes %.2f, Postgres %.2f, RabbitMQ %.2f, anything else %.2f; host %.0f%% busy\n",
+		r.WakeSeconds, r.WakeCPUSeconds, r.WakeClientCPUSeconds, r.WakePostgresCPUSeconds, r.WakeRabbitCPUSeconds, r.WakeOtherCPUSeconds, 100*r.WakeHostCPUBusy)
+	fmt.Fprintf(w, "  woken:       %d with their reply, %d failed\n", r.Woken, r.Failed)
+	if r.FirstFailure != "" {
+		fmt.Fprintf(w, "  first failure: %s\n", r.FirstFailure)
+	}
+	if r.GatewayWarnings > 0 {
+		fmt.Fprintf(w, "  gateway logged %d warnings or errors; first: %s\n", r.GatewayWarnings, r.FirstGatewayWarning)
+	}
+}
+
+// printSweep writes the sweep's table.
+func printSweep(w io.Writer, o Options, pts []SweepResult) {
+	fmt.Fprintf(w, "\nmode sweep — longpoll round trip (gateway) and baseline round trip at each client count\n  %d requests per point after %d warm-up\n",
+		o.SweepRequests, o.SweepWarmup)
+	fmt.Fprintf(w, "  %7s %-9s %9s %8s %8s %8s %8s %6s %8s\n", "clients", "", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "other s")
+	for _, p := range pts {
+		fmt.Fprintf(w, "  %7d %-9s %9.1f %8.2f %8.2f %8.2f %8.2f %6d %8.2f\n",
+			p.Clients, p.Side, p.RPS, p.P50MS, p.P90MS, p.P99MS, p.MaxMS, p.Errors, p.OtherCPUSeconds)
+	}
+	fmt.Fprintln(w, "  other s: CPU seconds used in the point by processes other than the gateway (or baseline), the bench, Postgres"+
+		" and RabbitMQ; when large, other work on the machine skewed the point")
+}
+
+// sweepSummaryLine is the sweep mode's last line.
+func sweepSummaryLine(o Options, pts []SweepResult) string {
+	return fmt.Sprintf("bench-sweep: points=%d clients=%s csv=%s png=%s", len(pts), clientList{&o.SweepClients}, o.SweepCSV, o.SweepPNG)
 }

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -44,44 +44,61 @@ func procCPU(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	_, cpu, err := parseStat(raw)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return cpu, nil
+}
+
+// parseStat reads the command name and the user+system CPU time of a
+// /proc/<pid>/stat.
+func parseStat(raw []byte) (comm string, cpu time.Duration, err error) {
 	// The command name (field 2) is in parentheses and may hold spaces:
 	// count fields from the last ')'.
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	i, j := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+	if i < 0 || j < i {
+		return "", 0, errors.New("unexpected format")
 	}
-	f := strings.Fields(string(raw[i+1:]))
+	f := strings.Fields(string(raw[j+1:]))
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+		return "", 0, errors.New("too few fields")
 	}
 	utime, err1 := strconv.ParseUint(f[11], 10, 64)
 	stime, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad cpu times", pid)
+		return "", 0, errors.New("bad cpu times")
 	}
-	return time.Duration(utime+stime) * time.Second / userHZ, nil
+	return string(raw[i+1 : j]), time.Duration(utime+stime) * time.Second / userHZ, nil
+}
+
+// commCPU sums the CPU time used so far by the processes named (their
+// comm) each of comms: e.g. every Postgres backend.
+func commCPU(comms ...string) map[string]time.Duration {
+	out := make(map[string]time.Duration, len(comms))
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		raw, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // it exited
+		}
+		comm, cpu, err := parseStat(raw)
+		if err == nil && slices.Contains(comms, comm) {
+			out[comm] += cpu
+		}
+	}
+	return out
 }
 
 // procPeakRSS returns pid's peak resident set (VmHWM) in bytes.
-func procPeakRSS(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("VmHWM: %w", err)
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
-}
+func procPeakRSS(pid int) (int64, error) { return procStatusBytes(pid, "VmHWM") }
 
 // resetPeakRSS starts pid's VmHWM afresh from its current RSS (Linux 4.0+),
 // so each mode reports its own peak rather than the process's lifetime one.
@@ -113,24 +130,55 @@ func hostCPU() (busy, total uint64) {
 	return busy, total
 }
 
+// hostTaskCPU returns the user, nice and system time of all CPUs since
+// boot: the time processes ran, interrupts left out.
+func hostTaskCPU() time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := bytes.Cut(raw, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 4 || f[0] != "cpu" {
+		return 0
+	}
+	var n uint64
+	for _, v := range f[1:4] {
+		x, _ := strconv.ParseUint(v, 10, 64)
+		n += x
+	}
+	return time.Duration(n) * time.Second / userHZ
+}
+
+// services are the process names of the services both sides use.
+var services = []string{"postgres", "beam.smp"}
+
 // meter measures one phase: the CPU a process used in it, the bench's own
-// CPU, and how busy the host was.
+// CPU, how busy the host was, and how much CPU went to anything else.
 type meter struct {
 	pid           int
 	cpu0, self0   time.Duration
 	busy0, total0 uint64
+	task0         time.Duration
+	services0     map[string]time.Duration
 	// Results, set by stop.
 	cpu, self time.Duration
 	hostBusy  float64
-	cpuErr    error
-	stopped   bool
+	// other is the CPU time processes ran on the host in the phase beyond
+	// the measured one, the bench, Postgres and RabbitMQ: other work on the
+	// machine, which skews what is measured.
+	other   time.Duration
+	cpuErr  error
+	stopped bool
 }
 
 func startMeter(pid int) *meter {
 	m := &meter{pid: pid}
+	m.services0 = commCPU(services...)
 	m.cpu0, m.cpuErr = procCPU(pid)
 	m.self0, _ = procCPU(os.Getpid())
 	m.busy0, m.total0 = hostCPU()
+	m.task0 = hostTaskCPU()
 	return m
 }
 
@@ -151,4 +199,9 @@ func (m *meter) stop() {
 	if total > m.total0 {
 		m.hostBusy = float64(busy-m.busy0) / float64(total-m.total0)
 	}
+	known := m.cpu + m.self
+	for name, d := range commCPU(services...) {
+		known += d - m.services0[name]
+	}
+	m.other = max(hostTaskCPU()-m.task0-known, 0)
 }
