@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,6 +21,7 @@ import (
 type hub struct {
 	mu      sync.Mutex
 	waiters map[uuid.UUID]map[chan *Request]struct{}
+	n       atomic.Int64 // waiters, readable without the lock
 }
 
 func newHub() *hub {
@@ -35,8 +37,11 @@ func (h *hub) subscribe(id uuid.UUID) (<-chan *Request, func()) {
 		h.waiters[id] = set
 	}
 	set[ch] = struct{}{}
+	h.n.Add(1)
 	h.mu.Unlock()
+	var once sync.Once
 	return ch, func() {
+		once.Do(func() { h.n.Add(-1) })
 		h.mu.Lock()
 		delete(set, ch)
 		if len(set) == 0 && h.waiters[id] != nil && len(h.waiters[id]) == 0 {
@@ -69,15 +74,7 @@ func (h *hub) wakeAll() {
 	h.mu.Unlock()
 }
 
-func (h *hub) count() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for _, set := range h.waiters {
-		n += len(set)
-	}
-	return n
-}
+func (h *hub) count() int { return int(h.n.Load()) }
 
 // signal leaves one pending wake-up on ch; a record replaces a pending
 // wake-up without one. Only the hub sends, under its lock.

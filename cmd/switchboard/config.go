@@ -23,6 +23,7 @@ const (
 // serveConfig is everything `switchboard serve` reads, in one place.
 type serveConfig struct {
 	HTTPAddr        string
+	MaxConnections  int
 	DatabaseURL     string
 	Migrate         bool
 	LogLevel        slog.Level
@@ -132,6 +133,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.dur(&c.Gateway.SweepInterval, "sweep-interval", "SWITCHBOARD_SWEEP_INTERVAL", c.Gateway.SweepInterval, "how often overdue requests are expired")
 	f.int(&c.Gateway.Prefetch, "prefetch", "SWITCHBOARD_PREFETCH", c.Gateway.Prefetch, "unacked replies held at once")
 	f.int(&c.DBMaxConns, "db-max-conns", "SWITCHBOARD_DB_MAX_CONNS", 20, "Postgres pool size")
+	f.int(&c.MaxConnections, "max-connections", "SWITCHBOARD_MAX_CONNECTIONS", 0, "client connections held at once; 0: the open-file limit less 256 kept for Postgres and the broker")
 	f.boolean(&c.Migrate, "migrate", "SWITCHBOARD_MIGRATE", true, "apply pending migrations at start")
 	f.dur(&c.ShutdownTimeout, "shutdown-timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", 30*time.Second, "bound on graceful shutdown")
 	f.logFlags(&logLevel, &c.LogFormat)
@@ -142,6 +144,12 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	var err error
 	if c.LogLevel, err = parseLog(logLevel, c.LogFormat); err != nil {
 		return c, err
+	}
+	if c.MaxConnections < 0 {
+		return c, fmt.Errorf("max connections must be 0 (derived from the open-file limit) or more")
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = defaultMaxConnections()
 	}
 	if c.DBMaxConns < 2 {
 		return c, fmt.Errorf("db max conns must be at least 2")
@@ -160,6 +168,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 func (c serveConfig) logAttrs() []any {
 	return []any{
 		"http_addr", c.HTTPAddr,
+		"max_connections", c.MaxConnections,
 		"database_url", maskURL(c.DatabaseURL),
 		"amqp_url", maskURL(c.Gateway.AMQPURL),
 		"request_exchange", c.Gateway.RequestExchange,

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -242,4 +243,89 @@ func TestMigrateCreatesDatabaseAndIsRepeatable(t *testing.T) {
 	all, err := migrations.All()
 	require.NoError(t, err)
 	require.Equal(t, len(all), n, "every migration applied once")
+}
+
+// Clients that speak HTTP/2 with prior knowledge (no TLS) share one
+// connection among many long-polls; each is woken by its own reply.
+func TestLongPollsOverUnencryptedHTTP2ShareOneConnection(t *testing.T) {
+	t.Parallel()
+	dbURL := testsvc.Database(t)
+	amqpURL := testsvc.AMQPURL(t)
+	names := testsvc.BrokerNames(t)
+	gw := start(t, env(dbURL, amqpURL, names), "serve")
+
+	amqpConn, err := amqp.Dial(amqpURL)
+	require.NoError(t, err)
+	defer amqpConn.Close()
+	ch, err := amqpConn.Channel()
+	require.NoError(t, err)
+	silentQueue := names.Queue("silent")
+	_, err = ch.QueueDeclare(silentQueue, true, false, false, false, nil)
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(silentQueue, "silent.#", names.Exchange, false, nil))
+
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	h2 := &http.Client{Transport: &http.Transport{Protocols: protocols}}
+	do := func(method, path string, headers map[string]string, body string) (*http.Response, map[string]any) {
+		req, err := http.NewRequest(method, "http://"+gw.addr+path, strings.NewReader(body))
+		require.NoError(t, err)
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		res, err := h2.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		require.Equal(t, 2, res.ProtoMajor, "spoken over HTTP/2")
+		var rec map[string]any
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&rec))
+		return res, rec
+	}
+
+	const n = 40
+	ids := make([]string, n)
+	for i := range ids {
+		res, rec := do("POST", "/silent/job", map[string]string{"Content-Type": "application/json"}, `{}`)
+		require.Equal(t, 202, res.StatusCode)
+		ids[i] = rec["id"].(string)
+	}
+	statuses := make(chan string, n)
+	for _, id := range ids {
+		go func() {
+			_, rec := do("GET", "/v1/requests/"+id+"?wait=20", nil, "")
+			statuses <- rec["status"].(string)
+		}()
+	}
+	metric := func(name string) float64 {
+		res, err := http.Get("http://" + gw.addr + "/metrics")
+		require.NoError(t, err)
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				require.NoError(t, err)
+				return f
+			}
+		}
+		t.Fatalf("no metric %s", name)
+		return 0
+	}
+	require.Eventually(t, func() bool { return metric("switchboard_waiters") == n }, 10*time.Second, 20*time.Millisecond)
+	require.LessOrEqual(t, metric("switchboard_http_connections"), 3.0, "the long-polls share a connection")
+	for _, id := range ids {
+		res, rec := do("POST", "/v1/replies", map[string]string{"Content-Type": "application/json", "Correlation-ID": id}, `{"ok": true}`)
+		require.Equal(t, 200, res.StatusCode)
+		require.Equal(t, "stored", rec["outcome"])
+	}
+	for range n {
+		select {
+		case s := <-statuses:
+			require.Equal(t, "replied", s)
+		case <-time.After(20 * time.Second):
+			t.Fatal("a long-poll over HTTP/2 was never answered")
+		}
+	}
+	gw.stop(t)
 }

@@ -65,10 +65,19 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	inner, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	ln := newLimitListener(inner, cfg.MaxConnections)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_http_connections", Help: "Open client connections (at most SWITCHBOARD_MAX_CONNECTIONS).",
+	}, func() float64 { return float64(ln.open()) }))
+	// HTTP/1.1, and HTTP/2 without TLS for clients that speak it with prior
+	// knowledge: many long-polls then share one connection.
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	httpServer := &http.Server{
 		Handler:           wrapHandler(srv.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -76,6 +85,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		Protocols:         protocols,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},
 	}
 
 	// The messaging side runs on its own context so it outlives the HTTP
