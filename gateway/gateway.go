@@ -56,7 +56,9 @@ type Config struct {
 	AppID string
 	// Prefetch bounds unacked replies held by this instance.
 	Prefetch int
-	// ReplyWorkers is how many replies are stored concurrently.
+	// ReplyWorkers is how many replies are stored concurrently. Replies
+	// stored concurrently share group commits, so this is what lets reply
+	// throughput grow with load; more workers than Prefetch sit idle.
 	ReplyWorkers int
 	// ConfirmTimeout bounds the wait for a broker confirm; a request not
 	// confirmed by then stays queued for the relay.
@@ -90,8 +92,8 @@ func DefaultConfig() Config {
 		DeadLetterExchange: "switchboard.dead-letters",
 		DeadLetterQueue:    "switchboard.dead-letters",
 		AppID:              "switchboard",
-		Prefetch:           64,
-		ReplyWorkers:       16,
+		Prefetch:           256,
+		ReplyWorkers:       256,
 		ConfirmTimeout:     5 * time.Second,
 		RelayInterval:      2 * time.Second,
 		RelayBatch:         100,
