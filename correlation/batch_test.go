@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 )
 
@@ -99,4 +100,23 @@ func TestBatcherCallerGivesUp(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	close(release)
 	require.Eventually(t, func() bool { return flushed.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+}
+
+// The open set only ever errs towards reading the record: any wake-up of an
+// id, or of everyone, forgets it.
+func TestHubForgetsOpenIDsOnEveryWakeUp(t *testing.T) {
+	t.Parallel()
+	h := newHub()
+	a, b, c := uuid.New(), uuid.New(), uuid.New()
+	for _, id := range []uuid.UUID{a, b, c} {
+		h.opened(id)
+	}
+	require.True(t, h.isOpen(a))
+	h.wake(a)
+	require.False(t, h.isOpen(a), "a terminal transition forgets the id")
+	h.deliver(b, &Request{ID: b, Status: StatusReplied})
+	require.False(t, h.isOpen(b))
+	require.True(t, h.isOpen(c))
+	h.wakeAll()
+	require.False(t, h.isOpen(c), "missed notifications forget every id")
 }

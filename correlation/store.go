@@ -98,9 +98,14 @@ func scanRequest(row pgx.Row) (Request, error) {
 // and created=false: the repeat is idempotent. The same id with a different
 // routing key or body is ErrConflict.
 func (s *Store) Create(ctx context.Context, n NewRequest) (r Request, created bool, err error) {
+	s.hub.opened(n.ID)
 	res, err := s.creates.do(ctx, n)
 	if err != nil {
+		s.hub.forget(n.ID)
 		return Request{}, false, err
+	}
+	if !res.inserted {
+		s.hub.forget(n.ID) // a repeat: what it is now is read below
 	}
 	if res.inserted {
 		r = Request{

@@ -330,3 +330,44 @@ func TestGroupCommitsKeepOneRecordAndOneReplyPerID(t *testing.T) {
 		require.JSONEq(t, `{"ok":true}`, string(w.Reply.Body))
 	}
 }
+
+// A long-poll on a request this instance created starts without reading it;
+// a reply stored by another instance before or during the wait still ends it
+// at once.
+func TestWaitOnOwnRequestSeesRemoteReply(t *testing.T) {
+	t.Parallel()
+	dbURL := testsvc.Database(t)
+	open := func() *correlation.Store {
+		pool, err := pgxpool.New(context.Background(), dbURL)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		return correlation.NewStore(pool, slog.New(slog.DiscardHandler))
+	}
+	a, b := open(), open()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	listening := make(chan struct{})
+	var once sync.Once
+	go func() { _ = b.Listen(ctx, func() { once.Do(func() { close(listening) }) }) }()
+	<-listening
+
+	for _, replyFirst := range []bool{true, false} {
+		r, _, err := b.Create(ctx, newRequest(time.Minute))
+		require.NoError(t, err)
+		reply := func() {
+			o, err := a.StoreReply(ctx, correlation.IncomingReply{CorrelationID: r.ID.String(), Body: []byte(`{}`), Source: "amqp"})
+			require.NoError(t, err)
+			require.Equal(t, correlation.OutcomeStored, o)
+		}
+		if replyFirst {
+			reply()
+		} else {
+			time.AfterFunc(200*time.Millisecond, reply)
+		}
+		start := time.Now()
+		w, err := b.Wait(ctx, r.ID, 20*time.Second)
+		require.NoError(t, err)
+		require.Equal(t, correlation.StatusReplied, w.Status, "reply first: %v", replyFirst)
+		require.Less(t, time.Since(start), 5*time.Second, "reply first: %v", replyFirst)
+	}
+}

@@ -18,14 +18,49 @@ import (
 // only heard of it (a notification from any instance): the waiter then
 // re-reads the record, so a lost or duplicated wake-up can never give it a
 // wrong answer, only a late or an extra read.
+//
+// The hub also knows which requests this process created and has not heard
+// end: every terminal transition, on any instance, reaches it as a wake-up
+// (directly, or by NOTIFY), and a wake-up forgets the id. A long-poll on such
+// a request can start waiting without reading the record first. When
+// notifications may have been missed (the listener reconnects), it forgets
+// them all.
 type hub struct {
 	mu      sync.Mutex
 	waiters map[uuid.UUID]map[chan *Request]struct{}
+	open    map[uuid.UUID]struct{}
 	n       atomic.Int64 // waiters, readable without the lock
 }
 
+// maxOpen bounds the ids the hub remembers as open (about 50 bytes each).
+const maxOpen = 200_000
+
 func newHub() *hub {
-	return &hub{waiters: make(map[uuid.UUID]map[chan *Request]struct{})}
+	return &hub{waiters: make(map[uuid.UUID]map[chan *Request]struct{}), open: make(map[uuid.UUID]struct{})}
+}
+
+// opened notes id as open. Call it before the record is committed, so that
+// any terminal transition, which can only follow the commit, forgets it.
+func (h *hub) opened(id uuid.UUID) {
+	h.mu.Lock()
+	if len(h.open) < maxOpen {
+		h.open[id] = struct{}{}
+	}
+	h.mu.Unlock()
+}
+
+// forget drops id from the open set; it is always safe to.
+func (h *hub) forget(id uuid.UUID) {
+	h.mu.Lock()
+	delete(h.open, id)
+	h.mu.Unlock()
+}
+
+func (h *hub) isOpen(id uuid.UUID) bool {
+	h.mu.Lock()
+	_, ok := h.open[id]
+	h.mu.Unlock()
+	return ok
 }
 
 func (h *hub) subscribe(id uuid.UUID) (<-chan *Request, func()) {
@@ -57,6 +92,7 @@ func (h *hub) wake(id uuid.UUID) { h.deliver(id, nil) }
 // deliver hands id's waiters its terminal record (nil: re-read it).
 func (h *hub) deliver(id uuid.UUID, r *Request) {
 	h.mu.Lock()
+	delete(h.open, id)
 	for ch := range h.waiters[id] {
 		signal(ch, r)
 	}
@@ -66,6 +102,7 @@ func (h *hub) deliver(id uuid.UUID, r *Request) {
 // wakeAll wakes every waiter, after notifications may have been missed.
 func (h *hub) wakeAll() {
 	h.mu.Lock()
+	clear(h.open)
 	for _, set := range h.waiters {
 		for ch := range set {
 			signal(ch, nil)
@@ -107,10 +144,19 @@ func (s *Store) Wait(ctx context.Context, id uuid.UUID, timeout time.Duration) (
 	woken, unsubscribe := s.hub.subscribe(id)
 	defer unsubscribe()
 
-	r, err := s.Get(ctx, id)
-	if err != nil || r.Status.Terminal() || timeout <= 0 {
-		return r, err
+	var r Request
+	if timeout > 0 && s.hub.isOpen(id) {
+		// Created here and not ended since, as of after the subscription:
+		// whatever ends it wakes this waiter. No need to read it now.
+		r = Request{ID: id, Status: StatusPending}
+	} else {
+		var err error
+		r, err = s.Get(ctx, id)
+		if err != nil || r.Status.Terminal() || timeout <= 0 {
+			return r, err
+		}
 	}
+	var err error
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
