@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,18 +26,84 @@ import (
 // a request can start waiting without reading the record first. When
 // notifications may have been missed (the listener reconnects), it forgets
 // them all.
+//
+// Last, it keeps the terminal records this process stored most recently for
+// a short while: a terminal record never changes, so a long-poll that comes
+// in just after its reply was stored is answered without a read.
 type hub struct {
 	mu      sync.Mutex
 	waiters map[uuid.UUID]map[chan *Request]struct{}
 	open    map[uuid.UUID]struct{}
 	n       atomic.Int64 // waiters, readable without the lock
+
+	recent      map[uuid.UUID]recentEntry
+	recentOrder []recentEntry // oldest first
+	recentBytes int
 }
+
+type recentEntry struct {
+	id   uuid.UUID
+	r    *Request
+	at   time.Time
+	size int
+}
+
+// Bounds on the recent terminal records kept.
+const (
+	recentFor      = 30 * time.Second
+	maxRecent      = 20_000
+	maxRecentBytes = 32 << 20
+)
 
 // maxOpen bounds the ids the hub remembers as open (about 50 bytes each).
 const maxOpen = 200_000
 
 func newHub() *hub {
-	return &hub{waiters: make(map[uuid.UUID]map[chan *Request]struct{}), open: make(map[uuid.UUID]struct{})}
+	return &hub{
+		waiters: make(map[uuid.UUID]map[chan *Request]struct{}),
+		open:    make(map[uuid.UUID]struct{}),
+		recent:  make(map[uuid.UUID]recentEntry),
+	}
+}
+
+// remember keeps r, a terminal record, for recentFor. Call with h.mu held.
+func (h *hub) remember(r *Request, now time.Time) {
+	if _, ok := h.recent[r.ID]; ok {
+		return
+	}
+	size := len(r.Body) + 512
+	if r.Reply != nil {
+		size += len(r.Reply.Body)
+	}
+	e := recentEntry{id: r.ID, r: r, at: now, size: size}
+	h.recent[r.ID] = e
+	h.recentOrder = append(h.recentOrder, e)
+	h.recentBytes += size
+	drop := 0
+	for drop < len(h.recentOrder) {
+		e := h.recentOrder[drop]
+		if now.Sub(e.at) < recentFor && len(h.recentOrder)-drop <= maxRecent && h.recentBytes <= maxRecentBytes {
+			break
+		}
+		delete(h.recent, e.id)
+		h.recentBytes -= e.size
+		drop++
+	}
+	if drop > 0 {
+		h.recentOrder = slices.Delete(h.recentOrder, 0, drop)
+	}
+}
+
+// recentRecord returns the terminal record of id if this process stored it
+// within recentFor.
+func (h *hub) recentRecord(id uuid.UUID, now time.Time) *Request {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.recent[id]
+	if !ok || now.Sub(e.at) >= recentFor {
+		return nil
+	}
+	return e.r
 }
 
 // opened notes id as open. Call it before the record is committed, so that
@@ -93,6 +160,9 @@ func (h *hub) wake(id uuid.UUID) { h.deliver(id, nil) }
 func (h *hub) deliver(id uuid.UUID, r *Request) {
 	h.mu.Lock()
 	delete(h.open, id)
+	if r != nil && r.Status.Terminal() {
+		h.remember(r, time.Now())
+	}
 	for ch := range h.waiters[id] {
 		signal(ch, r)
 	}
@@ -144,6 +214,9 @@ func (s *Store) Wait(ctx context.Context, id uuid.UUID, timeout time.Duration) (
 	woken, unsubscribe := s.hub.subscribe(id)
 	defer unsubscribe()
 
+	if rec := s.hub.recentRecord(id, time.Now()); rec != nil {
+		return *rec, nil // terminal records never change
+	}
 	var r Request
 	if timeout > 0 && s.hub.isOpen(id) {
 		// Created here and not ended since, as of after the subscription:
