@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchboard-gw/switchboard/correlation"
@@ -354,16 +355,19 @@ func TestWaitOnOwnRequestSeesRemoteReply(t *testing.T) {
 	for _, replyFirst := range []bool{true, false} {
 		r, _, err := b.Create(ctx, newRequest(time.Minute))
 		require.NoError(t, err)
+		replied := make(chan struct{})
 		reply := func() {
-			o, err := a.StoreReply(ctx, correlation.IncomingReply{CorrelationID: r.ID.String(), Body: []byte(`{}`), Source: "amqp"})
-			require.NoError(t, err)
-			require.Equal(t, correlation.OutcomeStored, o)
+			defer close(replied)
+			o, err := a.StoreReply(context.Background(), correlation.IncomingReply{CorrelationID: r.ID.String(), Body: []byte(`{}`), Source: "amqp"})
+			assert.NoError(t, err)
+			assert.Equal(t, correlation.OutcomeStored, o)
 		}
 		if replyFirst {
 			reply()
 		} else {
 			time.AfterFunc(200*time.Millisecond, reply)
 		}
+		defer func() { <-replied }()
 		start := time.Now()
 		w, err := b.Wait(ctx, r.ID, 20*time.Second)
 		require.NoError(t, err)
