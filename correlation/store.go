@@ -168,7 +168,7 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at)
 		ON CONFLICT (id) DO NOTHING
 		RETURNING id, created_at`,
-		ids, keys, times, expires, replyTo, bodies, sums, next)
+		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next)
 	if err != nil {
 		return nil, dbErr("insert requests", err)
 	}
@@ -194,7 +194,7 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 
 // Get returns the request with that id, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id uuid.UUID) (Request, error) {
-	r, err := scanRequest(s.pool.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, id))
+	r, err := scanRequest(s.pool.QueryRow(ctx, `SELECT `+requestColumns+` FROM requests WHERE id = $1`, [16]byte(id)))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Request{}, ErrNotFound
 	}
@@ -220,7 +220,7 @@ func (s *Store) flushPublished(ctx context.Context, ids []uuid.UUID) ([]struct{}
 		SET status = 'pending', published_at = now(), updated_at = now(),
 		    publish_attempts = publish_attempts + 1, last_error = NULL
 		FROM locked
-		WHERE requests.id = locked.id AND status = 'queued'`, ids)
+		WHERE requests.id = locked.id AND status = 'queued'`, uuidArgs(ids))
 	if err != nil {
 		return nil, dbErr("mark published", err)
 	}
@@ -311,6 +311,16 @@ func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, erro
 	return outcome, nil
 }
 
+// uuidArgs passes ids to pgx as raw 16-byte values: uuid.UUID goes through
+// its driver.Valuer, a string per id that Postgres then parses back.
+func uuidArgs(ids []uuid.UUID) [][16]byte {
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
 // sortedByID returns a copy of batch in id order (Postgres's uuid order);
 // entries with the same id keep their order of arrival.
 func sortedByID[T any](batch []T, id func(T) uuid.UUID) []T {
@@ -377,7 +387,7 @@ func (s *Store) flushReplies(ctx context.Context, in []replyRow) ([]*Request, er
 			FROM (SELECT id, (row_number() OVER () - 1) / `+fmt.Sprint(notifyIDs)+` AS g FROM u) AS numbered
 			GROUP BY g)
 		SELECT u.* FROM u, (SELECT count(*) FROM n) AS notified`,
-		ids, statuses, msgIDs, corrs, times, bodies)
+		uuidArgs(ids), statuses, msgIDs, corrs, times, bodies)
 	if err != nil {
 		return nil, dbErr("store replies", err)
 	}
