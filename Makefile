@@ -61,7 +61,7 @@ bench-quick: ## A small benchmark run, under 30 s
 WAITERS             ?= 20000
 
 .PHONY: bench-scale
-bench-scale: ## Park WAITERS (20000) long-polls on the gateway, then wake them: RSS per waiter, wake-up latency
+bench-scale: ## Park WAITERS (20000) long-polls (HTTP/2 h2c; BENCHFLAGS=-scale-proto=http1 for one connection each), then wake them: RSS per waiter, wake-up latency
 	$(GO) run ./cmd/bench -mode scale -waiters $(WAITERS) $(BENCHFLAGS)
 
 .PHONY: bench-plot

@@ -46,6 +46,10 @@ type Options struct {
 	// processes of at most WaitersPerProcess connections each.
 	Waiters           int
 	WaitersPerProcess int
+	// ScaleProto is how the waiters speak to the gateway: h2c (HTTP/2
+	// without TLS, many long-polls per connection) or http1 (one
+	// connection per long-poll).
+	ScaleProto string
 
 	// Sweep mode: longpoll and the baseline round trip at each of
 	// SweepClients, SweepRequests measured after SweepWarmup each; the
@@ -74,6 +78,7 @@ func DefaultOptions() Options {
 		Progress:           os.Stderr,
 		Waiters:            20000,
 		WaitersPerProcess:  10000,
+		ScaleProto:         "h2c",
 		SweepClients:       []int{1, 2, 4, 8, 16, 32, 64, 128},
 		SweepRequests:      2000,
 		SweepWarmup:        200,
@@ -108,6 +113,8 @@ func (o Options) validate() error {
 		return errors.New("cpu profile seconds must not be negative")
 	case o.Mode == "scale" && (o.Waiters < 1 || o.Waiters > 1_000_000):
 		return errors.New("waiters must be from 1 to 1000000")
+	case o.Mode == "scale" && o.ScaleProto != "h2c" && o.ScaleProto != "http1":
+		return fmt.Errorf("-scale-proto must be h2c or http1")
 	case o.Mode == "scale" && (o.WaitersPerProcess < 1 || o.WaitersPerProcess > 60_000):
 		return errors.New("waiters per process must be from 1 to 60000")
 	case o.Mode == "scale" && (o.Waiters+o.WaitersPerProcess-1)/o.WaitersPerProcess > maxClientProcesses:

@@ -26,8 +26,10 @@
 //
 // The scale mode submits W requests to a routing key bound to the sink
 // queue (they stay pending), reads the gateway's VmRSS, then opens one GET
-// /v1/requests/{id}?wait=N per request, each on its own TCP connection, from
-// client subprocesses (the bench binary re-executed, at most
+// /v1/requests/{id}?wait=N per request from client subprocesses. With
+// -scale-proto h2c (the default) they speak HTTP/2 without TLS, up to 1000
+// long-polls per connection; with -scale-proto http1 each has its own TCP
+// connection. The client subprocesses (the bench binary re-executed, at most
 // -waiters-per-process connections each, since each process's open files
 // are bounded by RLIMIT_NOFILE) dialling from their own loopback source
 // addresses (127.0.0.2, 127.0.0.3, ...) so that no address runs out of
@@ -39,7 +41,7 @@
 // published straight to the reply queue, and each waiter's wake-up is timed
 // from its reply's publish until its GET answered 200 replied. It ends with
 //
-//	bench-scale: waiters=<n> parked=<n> rss_mb=<n> rss_per_waiter_bytes=<n> wake_p50_ms=<n> wake_p99_ms=<n> wake_max_ms=<n> all_woken_ms=<n> failed=<n>
+//	bench-scale: proto=<h2c|http1> connections=<n> waiters=<n> parked=<n> rss_mb=<n> rss_per_waiter_bytes=<n> wake_p50_ms=<n> wake_p99_ms=<n> wake_max_ms=<n> all_woken_ms=<n> failed=<n>
 //
 // and exits non-zero unless every waiter was parked and got its reply. A
 // gateway whose RLIMIT_NOFILE cannot hold W connections (and its own few
@@ -62,7 +64,7 @@
 // Usage:
 //
 //	go run ./cmd/bench [-mode all] [-clients 64] [-requests 5000] [-warmup 500] [-json out.json]
-//	go run ./cmd/bench -mode scale [-waiters 20000] [-waiters-per-process 10000]
+//	go run ./cmd/bench -mode scale [-waiters 20000] [-scale-proto h2c|http1] [-waiters-per-process 10000]
 //	go run ./cmd/bench -mode sweep [-sweep-clients 1,2,4,8,16,32,64,128] [-sweep-requests 2000] [-sweep-warmup 200] \
 //		[-sweep-csv bench-sweep.csv] [-sweep-png bench-latency.png]
 //
@@ -135,6 +137,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the gateway's CPU profile of the longpoll phase here (needs a -switchboard-bin serving /debug/pprof/)")
 	fs.IntVar(&o.CPUProfileSeconds, "cpuprofile-seconds", 0, "length of that profile (0: about the measured phase)")
 	fs.IntVar(&o.Waiters, "waiters", o.Waiters, "scale: long-polls parked at once")
+	fs.StringVar(&o.ScaleProto, "scale-proto", o.ScaleProto, "scale: h2c (HTTP/2 without TLS, up to 1000 long-polls per connection) or http1 (a connection per long-poll)")
 	fs.IntVar(&o.WaitersPerProcess, "waiters-per-process", o.WaitersPerProcess, "scale: connections per client process (each process's open files are limited)")
 	fs.Var(clientList{&o.SweepClients}, "sweep-clients", "sweep: comma-separated client counts")
 	fs.IntVar(&o.SweepRequests, "sweep-requests", o.SweepRequests, "sweep: measured requests per point and side")

@@ -56,9 +56,13 @@ type ScaleResult struct {
 	// Parked is how many long-polls the gateway held with every GET sent:
 	// its switchboard_waiters gauge, or, when /metrics could not be read,
 	// the growth of its open files (ParkedFrom says which).
-	Parked          int     `json:"parked"`
-	ParkedFrom      string  `json:"parked_from"`
-	ClientProcesses int     `json:"client_processes"`
+	Parked          int    `json:"parked"`
+	ParkedFrom      string `json:"parked_from"`
+	ClientProcesses int    `json:"client_processes"`
+	// Proto is how the waiters spoke (h2c or http1); Connections how many
+	// client connections the gateway held with them parked.
+	Proto           string  `json:"proto"`
+	Connections     int     `json:"gateway_http_connections_parked"`
 	SourceAddresses int     `json:"source_addresses"`
 	OpenSeconds     float64 `json:"open_seconds"` // from the first GET until all were parked
 	// The gateway's open files: its limit (soft RLIMIT_NOFILE), before the
@@ -135,8 +139,8 @@ func (r *ScaleResult) passed() error {
 
 // scaleSummaryLine is the scale mode's last line.
 func scaleSummaryLine(r *ScaleResult) string {
-	return fmt.Sprintf("bench-scale: waiters=%d parked=%d rss_mb=%.0f rss_per_waiter_bytes=%d wake_p50_ms=%.0f wake_p99_ms=%.0f wake_max_ms=%.0f all_woken_ms=%.0f failed=%d",
-		r.Waiters, r.Parked, float64(r.RSSParkedBytes)/(1<<20), r.RSSPerWaiterBytes, r.WakeP50MS, r.WakeP99MS, r.WakeMaxMS, r.AllWokenMS, r.Failed)
+	return fmt.Sprintf("bench-scale: proto=%s connections=%d waiters=%d parked=%d rss_mb=%.0f rss_per_waiter_bytes=%d wake_p50_ms=%.0f wake_p99_ms=%.0f wake_max_ms=%.0f all_woken_ms=%.0f failed=%d",
+		r.Proto, r.Connections, r.Waiters, r.Parked, float64(r.RSSParkedBytes)/(1<<20), r.RSSPerWaiterBytes, r.WakeP50MS, r.WakeP99MS, r.WakeMaxMS, r.AllWokenMS, r.Failed)
 }
 
 // scaleWaitSeconds is the ?wait= of the scale mode's long-polls, and the
@@ -207,7 +211,7 @@ func (b *bench) scale(ctx context.Context) (*ScaleResult, error) {
 	o := b.opts
 	pid := b.gw.pid()
 	w := o.Waiters
-	res := &ScaleResult{Waiters: w}
+	res := &ScaleResult{Waiters: w, Proto: o.ScaleProto}
 	wait := scaleWaitSeconds(o.Timeout)
 
 	b.log("scale: creating %d pending requests on %d clients", w, o.Clients)
@@ -259,8 +263,8 @@ func (b *bench) scale(ctx context.Context) (*ScaleResult, error) {
 	for _, s := range sources {
 		res.SourceAddresses += len(s)
 	}
-	b.log("scale: opening %d long-polls (GET ?wait=%d, one connection each) from %d client processes and %d source addresses",
-		w, wait, len(chunks), res.SourceAddresses)
+	b.log("scale: opening %d long-polls (GET ?wait=%d, %s) from %d client processes and %d source addresses",
+		w, wait, o.ScaleProto, len(chunks), res.SourceAddresses)
 	var procs []*waiterProc
 	defer func() {
 		for _, p := range procs {
@@ -271,7 +275,7 @@ func (b *bench) scale(ctx context.Context) (*ScaleResult, error) {
 	}()
 	openStart := time.Now()
 	for i, chunk := range chunks {
-		p, err := startWaiters(waiterConfig{URL: "http://" + b.gw.addr, IDs: chunk, Wait: wait, Sources: sources[i], Dialers: 256})
+		p, err := startWaiters(waiterConfig{URL: "http://" + b.gw.addr, IDs: chunk, Wait: wait, Sources: sources[i], Dialers: 256, H2C: o.ScaleProto == "h2c"})
 		if err != nil {
 			return nil, err
 		}
@@ -328,6 +332,7 @@ func (b *bench) scale(ctx context.Context) (*ScaleResult, error) {
 	res.Parked, res.ParkedFrom = parked()
 	if m, err := mc.scrape(ctx); err == nil {
 		res.GoroutinesParked = int(m.goroutines)
+		res.Connections = int(m.connections) - 1 // less the metrics scrape's own
 		res.HeapPerWaiterBytes = rssPerWaiter(int64(before.heapInuse), int64(m.heapInuse), res.Parked)
 		res.StackPerWaiterBytes = rssPerWaiter(int64(before.stackInuse), int64(m.stackInuse), res.Parked)
 	}
@@ -513,6 +518,7 @@ func (m *metricsClient) close() { m.client.CloseIdleConnections() }
 type gatewayMetrics struct {
 	waiters, goroutines   float64
 	hasWaiters            bool
+	connections           float64 // switchboard_http_connections
 	heapInuse, stackInuse float64 // go_memstats_*_inuse_bytes
 }
 
@@ -536,6 +542,7 @@ func (m *metricsClient) scrape(ctx context.Context) (gatewayMetrics, error) {
 	var g gatewayMetrics
 	g.waiters, g.hasWaiters = parseMetric(string(raw), "switchboard_waiters")
 	g.goroutines, _ = parseMetric(string(raw), "go_goroutines")
+	g.connections, _ = parseMetric(string(raw), "switchboard_http_connections")
 	g.heapInuse, _ = parseMetric(string(raw), "go_memstats_heap_inuse_bytes")
 	g.stackInuse, _ = parseMetric(string(raw), "go_memstats_stack_inuse_bytes")
 	return g, nil
@@ -564,6 +571,7 @@ type waiterConfig struct {
 	Wait    int      `json:"wait"`    // ?wait= in seconds
 	Sources []string `json:"sources"` // local addresses to dial from, in turn
 	Dialers int      `json:"dialers"` // connections opened at once
+	H2C     bool     `json:"h2c"`     // HTTP/2 without TLS: long-polls share connections
 }
 
 // waiterMsg is one line a client process writes on its stdout.
@@ -632,6 +640,13 @@ func runWaiterWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) err
 		return d.DialContext(ctx, network, addr)
 	}
 	tr := &http.Transport{DialContext: dial, DisableKeepAlives: true, DisableCompression: true, MaxResponseHeaderBytes: 64 << 10}
+	if cfg.H2C {
+		// Prior-knowledge HTTP/2: the transport opens another connection
+		// whenever one carries as many streams as the gateway allows.
+		tr.DisableKeepAlives = false
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr} // no timeout: ?wait= and the bench bound each GET
 

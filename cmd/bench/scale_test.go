@@ -160,9 +160,9 @@ func TestWakeStats(t *testing.T) {
 
 func TestScaleSummaryLine(t *testing.T) {
 	t.Parallel()
-	r := &ScaleResult{Waiters: 20000, Parked: 20000, RSSParkedBytes: 700 << 20, RSSPerWaiterBytes: 34000,
+	r := &ScaleResult{Proto: "h2c", Connections: 21, Waiters: 20000, Parked: 20000, RSSParkedBytes: 700 << 20, RSSPerWaiterBytes: 34000,
 		WakeP50MS: 10.4, WakeP99MS: 20.6, WakeMaxMS: 30, AllWokenMS: 40}
-	require.Equal(t, "bench-scale: waiters=20000 parked=20000 rss_mb=700 rss_per_waiter_bytes=34000 wake_p50_ms=10 wake_p99_ms=21 wake_max_ms=30 all_woken_ms=40 failed=0",
+	require.Equal(t, "bench-scale: proto=h2c connections=21 waiters=20000 parked=20000 rss_mb=700 rss_per_waiter_bytes=34000 wake_p50_ms=10 wake_p99_ms=21 wake_max_ms=30 all_woken_ms=40 failed=0",
 		scaleSummaryLine(r))
 }
 
@@ -178,10 +178,20 @@ func TestRaiseNoFile(t *testing.T) {
 // processes and wakes them.
 func TestRunScale(t *testing.T) {
 	t.Parallel()
+	for _, proto := range []string{"h2c", "http1"} {
+		t.Run(proto, func(t *testing.T) {
+			t.Parallel()
+			runScale(t, proto)
+		})
+	}
+}
+
+func runScale(t *testing.T, proto string) {
 	pgURL := testsvc.Database(t)
 	amqpURL := testsvc.AMQPURL(t)
 	o := DefaultOptions()
 	o.Mode, o.Waiters, o.WaitersPerProcess, o.Clients, o.DBMaxConns = "scale", 60, 40, 4, 4
+	o.ScaleProto = proto
 	o.PostgresURL, o.AMQPURL = pgURL, amqpURL
 	o.Timeout = 2 * time.Minute
 	o.Progress = testLog{t}
@@ -197,9 +207,16 @@ func TestRunScale(t *testing.T) {
 	require.Equal(t, 2, r.ClientProcesses)
 	require.Equal(t, 60, r.Woken)
 	require.Positive(t, r.RSSParkedBytes)
-	require.GreaterOrEqual(t, r.Established, 60)
+	require.Equal(t, proto, r.Proto)
+	if proto == "h2c" {
+		require.Positive(t, r.Connections)
+		require.Less(t, r.Connections, 60, "the long-polls share HTTP/2 connections")
+	} else {
+		require.GreaterOrEqual(t, r.Established, 60)
+		require.GreaterOrEqual(t, r.Connections, 60, "one connection per long-poll")
+	}
 	require.LessOrEqual(t, r.WakeP50MS, r.WakeMaxMS)
-	require.Regexp(t, regexp.MustCompile(`^bench-scale: waiters=60 parked=60 .* failed=0$`), scaleSummaryLine(r))
+	require.Regexp(t, regexp.MustCompile(`^bench-scale: proto=`+proto+` connections=\d+ waiters=60 parked=60 .* failed=0$`), scaleSummaryLine(r))
 	require.Contains(t, out.String(), "mode scale")
 }
 
