@@ -121,17 +121,28 @@ func (s *Store) Purge(ctx context.Context, retention time.Duration, batch int) (
 			SELECT id FROM requests
 			WHERE status IN ('replied', 'failed', 'expired', 'unroutable', 'cancelled')
 			  AND updated_at < now() - make_interval(secs => $1)
-			LIMIT $2)`,
+			LIMIT $2)
+		RETURNING id`,
 		`DELETE FROM dead_letters WHERE id IN (
-			SELECT id FROM dead_letters WHERE received_at < now() - make_interval(secs => $1) LIMIT $2)`,
+			SELECT id FROM dead_letters WHERE received_at < now() - make_interval(secs => $1) LIMIT $2)
+		RETURNING NULL::uuid`,
 	} {
 		for ctx.Err() == nil {
-			tag, err := s.pool.Exec(ctx, stmt, retention.Seconds(), batch)
+			rows, err := s.pool.Query(ctx, stmt, retention.Seconds(), batch)
 			if err != nil {
 				return total, dbErr("purge", err)
 			}
-			total += int(tag.RowsAffected())
-			if tag.RowsAffected() < int64(batch) {
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[*uuid.UUID])
+			if err != nil {
+				return total, dbErr("purge", err)
+			}
+			for _, id := range ids {
+				if id != nil {
+					s.hub.forgetRecent(*id) // never answer for a record that is gone
+				}
+			}
+			total += len(ids)
+			if len(ids) < batch {
 				break
 			}
 		}

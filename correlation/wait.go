@@ -48,7 +48,10 @@ type recentEntry struct {
 	size int
 }
 
-// Bounds on the recent terminal records kept.
+// Bounds on the recent terminal records kept. recentFor is shorter than the
+// shortest retention the gateway accepts (a minute), so a record purged by
+// another instance has aged out here first; this instance's own purges drop
+// theirs at once.
 const (
 	recentFor      = 30 * time.Second
 	maxRecent      = 20_000
@@ -92,6 +95,23 @@ func (h *hub) remember(r *Request, now time.Time) {
 	if drop > 0 {
 		h.recentOrder = slices.Delete(h.recentOrder, 0, drop)
 	}
+}
+
+// forgetRecent drops id's kept terminal record (its row was purged). Its
+// place in recentOrder stays until it ages out.
+func (h *hub) forgetRecent(id uuid.UUID) {
+	h.mu.Lock()
+	if e, ok := h.recent[id]; ok {
+		delete(h.recent, id)
+		h.recentBytes -= e.size
+		for i := range h.recentOrder {
+			if h.recentOrder[i].id == id {
+				h.recentOrder[i].size = 0 // already subtracted
+				break
+			}
+		}
+	}
+	h.mu.Unlock()
 }
 
 // recentRecord returns the terminal record of id if this process stored it
