@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/internal/amqpheader"
 )
 
 // replyConsumer stores replies from the reply queue. Each delivery is acked
@@ -125,43 +124,8 @@ func deliveryHeaders(d amqp.Delivery) map[string]any {
 	return h
 }
 
-func headerInt(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case int32:
-		return int64(n), true
-	case int:
-		return int64(n), true
-	case int16:
-		return int64(n), true
-	case int8:
-		return int64(n), true
-	case uint32:
-		return int64(n), true
-	case uint16:
-		return int64(n), true
-	case uint8:
-		return int64(n), true
-	case float64:
-		return floatInt(n)
-	case float32:
-		return floatInt(float64(n))
-	case string:
-		t, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
-		return t, err == nil
-	}
-	return 0, false
-}
-
-// floatInt truncates a float that fits in an int64; NaN, infinities and
-// out-of-range values are refused rather than wrapped.
-func floatInt(f float64) (int64, bool) {
-	if math.IsNaN(f) || f < math.MinInt64 || f >= math.MaxInt64 {
-		return 0, false
-	}
-	return int64(f), true
-}
+// headerInt reads an integer header the way every AMQP client may send it.
+func headerInt(v any) (int64, bool) { return amqpheader.Int(v) }
 
 // deadLetterConsumer records what the broker dead-lettered from the reply
 // queue (rejected, or over the delivery limit) in the dead_letters table,

@@ -23,6 +23,8 @@ import (
 
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/switchboard-gw/switchboard/internal/amqpheader"
 )
 
 // Request is one request as the responder sees it.
@@ -200,13 +202,13 @@ func (r *Responder) session(ctx context.Context) error {
 
 func (r *Responder) handle(ctx context.Context, out *replier, d amqp.Delivery) {
 	req := Request{ID: d.MessageId, RoutingKey: d.RoutingKey, Body: d.Body, Headers: d.Headers}
-	if t, ok := intHeader(d.Headers["time"]); ok {
+	if t, ok := amqpheader.Int(d.Headers["time"]); ok {
 		req.Time = t
 	} else if !d.Timestamp.IsZero() {
 		req.Time = d.Timestamp.UnixMilli()
 	}
 	hctx := ctx
-	if at, ok := intHeader(d.Headers["expires_at"]); ok && at > 0 {
+	if at, ok := amqpheader.Int(d.Headers["expires_at"]); ok && at > 0 {
 		req.Deadline = time.UnixMilli(at) // the gateway's own deadline
 	} else if ms, err := strconv.ParseInt(d.Expiration, 10, 64); err == nil && ms > 0 {
 		req.Deadline = time.Now().Add(time.Duration(ms) * time.Millisecond) // an upper bound: queue time is unknown
@@ -268,30 +270,6 @@ func (r *Responder) call(ctx context.Context, req Request) (body []byte, status 
 	}
 	b, _ := json.Marshal(map[string]string{"error": "handler returned bytes that are not JSON"})
 	return b, "error"
-}
-
-// intHeader reads an integer header as AMQP clients in other languages send
-// it (any integer width).
-func intHeader(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case int32:
-		return int64(n), true
-	case int16:
-		return int64(n), true
-	case int8:
-		return int64(n), true
-	case int:
-		return int64(n), true
-	case uint32:
-		return int64(n), true
-	case uint16:
-		return int64(n), true
-	case uint8:
-		return int64(n), true
-	}
-	return 0, false
 }
 
 // replier publishes replies on a confirm-mode channel.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -376,25 +375,11 @@ type baselineProc struct {
 }
 
 func startBaseline(cfg baselineConfig) (*baselineProc, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find the bench executable to run the baseline: %w", err)
-	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), roleEnv+"=baseline", baselineConfigEnv+"="+string(raw))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	c, err := startChild("baseline", cmd, nil)
+	c, stdin, stdout, err := startSelf("baseline", roleEnv+"=baseline", baselineConfigEnv+"="+string(raw))
 	if err != nil {
 		return nil, err
 	}

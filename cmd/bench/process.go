@@ -56,6 +56,30 @@ type child struct {
 	tail []string // the last lines of its stderr, for error messages
 }
 
+// startSelf re-executes the bench binary as a worker process (its role and
+// config in env), with pipes to its stdin and from its stdout.
+func startSelf(name string, env ...string) (*child, io.WriteCloser, io.ReadCloser, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("find the bench executable to run the %s: %w", name, err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), env...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := startChild(name, cmd, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return c, stdin, stdout, nil
+}
+
 func startChild(name string, cmd *exec.Cmd, onLine func(string)) (*child, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()

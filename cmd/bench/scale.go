@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -751,21 +750,7 @@ type waiterProc struct {
 }
 
 func startWaiters(cfg waiterConfig) (*waiterProc, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find the bench executable to run the clients: %w", err)
-	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), roleEnv+"="+waiterRole)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	c, err := startChild("client process", cmd, nil)
+	c, stdin, stdout, err := startSelf("client process", roleEnv+"="+waiterRole)
 	if err != nil {
 		return nil, err
 	}
