@@ -384,17 +384,10 @@ func startBaseline(cfg baselineConfig) (*baselineProc, error) {
 		return nil, err
 	}
 	b := &baselineProc{child: c, stdin: stdin, msgs: make(chan workerMsg, 4)}
-	go func() {
-		defer close(b.msgs)
-		dec := json.NewDecoder(stdout)
-		for {
-			var m workerMsg
-			if err := dec.Decode(&m); err != nil {
-				return
-			}
-			b.msgs <- m
-		}
-	}()
+	readMessages(stdout, func(m workerMsg) bool {
+		b.msgs <- m
+		return true
+	}, func() { close(b.msgs) })
 	return b, nil
 }
 

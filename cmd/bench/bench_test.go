@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"regexp"
@@ -35,21 +34,36 @@ func (l testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// testOptions are the bench's defaults against the test's Postgres and
+// RabbitMQ (testsvc gives the usual skip, or under CI fail, when one is
+// missing; the bench creates its own database beside the test's), bounded
+// by timeout and logging its progress to t.
+func testOptions(t *testing.T, timeout time.Duration) Options {
+	o := DefaultOptions()
+	o.PostgresURL, o.AMQPURL = testsvc.Database(t), testsvc.AMQPURL(t)
+	o.Timeout = timeout
+	o.Progress = testLog{t}
+	return o
+}
+
+// runOK runs the bench with o, requires it to succeed and logs what it
+// wrote, which it returns with the report.
+func runOK(t *testing.T, o Options) (*Report, string) {
+	var out strings.Builder
+	rep, err := run(context.Background(), o, &out)
+	require.NoError(t, err, out.String())
+	t.Log("\n" + out.String())
+	return rep, out.String()
+}
+
 // TestRunAllModes runs the whole bench with tiny numbers against the real
 // services: every mode reports plausible figures, the gateway really stored
 // what it answered, and nothing the run created is left behind.
 func TestRunAllModes(t *testing.T) {
 	t.Parallel()
-	// testsvc gives the usual skip (or, under CI, fail) when a service is
-	// missing; the bench creates its own database beside this one.
-	pgURL := testsvc.Database(t)
-	amqpURL := testsvc.AMQPURL(t)
-
-	o := DefaultOptions()
+	o := testOptions(t, 3*time.Minute)
+	pgURL, amqpURL := o.PostgresURL, o.AMQPURL
 	o.Clients, o.Requests, o.Warmup, o.Responders, o.DBMaxConns = 4, 50, 10, 1, 4
-	o.PostgresURL, o.AMQPURL = pgURL, amqpURL
-	o.Timeout = 3 * time.Minute
-	o.Progress = testLog{t}
 	const total = 60 // warm-up + measured, per mode
 
 	var dbName string
@@ -82,10 +96,7 @@ func TestRunAllModes(t *testing.T) {
 		return nil
 	}
 
-	var out bytes.Buffer
-	rep, err := run(context.Background(), o, &out)
-	require.NoError(t, err, out.String())
-	t.Log("\n" + out.String())
+	rep, _ := runOK(t, o)
 	require.NotEmpty(t, dbName, "the inspection ran")
 
 	require.Len(t, rep.Modes, 4)

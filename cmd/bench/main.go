@@ -26,20 +26,26 @@
 //
 // The scale mode submits W requests to a routing key bound to the sink
 // queue (they stay pending), reads the gateway's VmRSS, then opens one GET
-// /v1/requests/{id}?wait=N per request from client subprocesses. With
-// -scale-proto h2c (the default) they speak HTTP/2 without TLS, up to 1000
-// long-polls per connection; with -scale-proto http1 each has its own TCP
-// connection. The client subprocesses (the bench binary re-executed, at most
-// -waiters-per-process connections each, since each process's open files
-// are bounded by RLIMIT_NOFILE) dialling from their own loopback source
-// addresses (127.0.0.2, 127.0.0.3, ...) so that no address runs out of
-// ephemeral ports. The gateway runs with SWITCHBOARD_MAX_WAIT beyond
-// -timeout, and the bench raises its own soft RLIMIT_NOFILE to the hard
-// limit for the gateway to inherit. When the switchboard_waiters gauge on
-// /metrics counts all W, the RSS is read again; the growth divided by the
-// waiters parked is the memory one long-poll costs. Then all W replies are
-// published straight to the reply queue, and each waiter's wake-up is timed
-// from its reply's publish until its GET answered 200 replied. It ends with
+// /v1/requests/{id}?wait=N per request from client subprocesses (the bench
+// binary re-executed, at most -waiters-per-process long-polls each, since
+// each process's open files are bounded by RLIMIT_NOFILE), dialling from
+// their own loopback source addresses (127.0.0.2, 127.0.0.3, ...) so that no
+// address runs out of ephemeral ports. With -scale-proto h2c (the default)
+// they speak HTTP/2 without TLS with prior knowledge, many long-polls per
+// connection: the gateway allows 1000 streams on one, and Go's transport
+// dials another connection whenever every one it has is full. That is how
+// W=20000 fits a gateway limited to 20000 open files. With -scale-proto
+// http1 each long-poll has its own TCP connection, so W must stay below the
+// gateway's open-file limit. The output and -json give the protocol and the
+// client connections the gateway held for the waiters (the growth of its
+// switchboard_http_connections gauge). The gateway runs with
+// SWITCHBOARD_MAX_WAIT beyond -timeout, and the bench raises its own soft
+// RLIMIT_NOFILE to the hard limit for the gateway to inherit. When the
+// switchboard_waiters gauge on /metrics counts all W, the RSS is read again;
+// the growth divided by the waiters parked is the memory one long-poll
+// costs. Then all W replies are published straight to the reply queue, and
+// each waiter's wake-up is timed from its reply's publish until its GET
+// answered 200 replied. It ends with
 //
 //	bench-scale: proto=<h2c|http1> connections=<n> waiters=<n> parked=<n> rss_mb=<n> rss_per_waiter_bytes=<n> wake_p50_ms=<n> wake_p99_ms=<n> wake_max_ms=<n> all_woken_ms=<n> failed=<n>
 //

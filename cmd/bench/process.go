@@ -80,6 +80,23 @@ func startSelf(name string, env ...string) (*child, io.WriteCloser, io.ReadClose
 	return c, stdin, stdout, nil
 }
 
+// readMessages decodes, on a goroutine of its own, the JSON messages a
+// child process writes on r (its stdout), handing each to handle until
+// handle returns false or r ends or holds anything but JSON; then it calls
+// end.
+func readMessages[T any](r io.Reader, handle func(T) bool, end func()) {
+	go func() {
+		defer end()
+		dec := json.NewDecoder(r)
+		for {
+			var m T
+			if err := dec.Decode(&m); err != nil || !handle(m) {
+				return
+			}
+		}
+	}()
+}
+
 func startChild(name string, cmd *exec.Cmd, onLine func(string)) (*child, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()

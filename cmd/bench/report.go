@@ -72,8 +72,9 @@ func printScale(w io.Writer, r *ScaleResult) {
 	fmt.Fprintf(w, "\nmode scale — %d long-polls (GET ?wait=N, %s) parked at once, then all their replies published\n", r.Waiters, how)
 	fmt.Fprintf(w, "  clients:     %d processes, %d loopback source addresses; all GETs parked in %.1f s\n",
 		r.ClientProcesses, r.SourceAddresses, r.OpenSeconds)
-	fmt.Fprintf(w, "  parked:      %d of %d (from %s); %d client connections held by the gateway; %d established to its port, %d of them unaccepted\n",
-		r.Parked, r.Waiters, r.ParkedFrom, r.Connections, r.Established, r.AcceptQueue)
+	fmt.Fprintf(w, "  parked:      %d of %d (from %s); %d client connections held by the gateway for them (switchboard_http_connections %d);"+
+		" %d established to its port, %d of them unaccepted\n",
+		r.Parked, r.Waiters, r.ParkedFrom, r.Connections, r.ConnectionsGauge, r.Established, r.AcceptQueue)
 	fmt.Fprintf(w, "  open files:  %d before, %d parked, limit %d\n", r.FDsBefore, r.FDsParked, r.FDLimit)
 	fmt.Fprintf(w, "  goroutines:  %d before, %d parked\n", r.GoroutinesBefore, r.GoroutinesParked)
 	fmt.Fprintf(w, "  RSS:         %.1f MiB before, %.1f MiB parked: %d bytes per waiter (Go heap in use %d, stacks %d); peak %.1f MiB\n",

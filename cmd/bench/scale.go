@@ -59,11 +59,16 @@ type ScaleResult struct {
 	ParkedFrom      string `json:"parked_from"`
 	ClientProcesses int    `json:"client_processes"`
 	// Proto is how the waiters spoke (h2c or http1); Connections how many
-	// client connections the gateway held with them parked.
-	Proto           string  `json:"proto"`
-	Connections     int     `json:"gateway_http_connections_parked"`
-	SourceAddresses int     `json:"source_addresses"`
-	OpenSeconds     float64 `json:"open_seconds"` // from the first GET until all were parked
+	// client connections the gateway held for them: the growth of its
+	// switchboard_http_connections gauge from before the waiters (when only
+	// the bench's metrics scrape was connected) until they were parked, so
+	// whatever the gauge counts besides client connections cancels out.
+	// ConnectionsGauge is the gauge as read with them parked.
+	Proto            string  `json:"proto"`
+	Connections      int     `json:"gateway_http_connections_parked"`
+	ConnectionsGauge int     `json:"gateway_http_connections_gauge"`
+	SourceAddresses  int     `json:"source_addresses"`
+	OpenSeconds      float64 `json:"open_seconds"` // from the first GET until all were parked
 	// The gateway's open files: its limit (soft RLIMIT_NOFILE), before the
 	// waiters and with them parked.
 	FDLimit   int `json:"gateway_fd_limit"`
@@ -244,7 +249,9 @@ func (b *bench) scale(ctx context.Context) (*ScaleResult, error) {
 	if res.FDLimit, err = procFDLimit(pid); err != nil {
 		return nil, err
 	}
-	if room := res.FDLimit - res.FDsBefore; w > room {
+	// Over HTTP/1.1 each waiter needs a connection, hence a file, of its
+	// own; over h2c a thousand of them share one.
+	if room := res.FDLimit - res.FDsBefore; o.ScaleProto == "http1" && w > room {
 		b.log("scale: WARNING the gateway may open %d files (its RLIMIT_NOFILE) and has %d open: only %d more connections fit, not %d;"+
 			" the rest wait unaccepted in the listen backlog (or are refused) while it logs accept errors", res.FDLimit, res.FDsBefore, room, w)
 	}
@@ -331,7 +338,8 @@ func (b *bench) scale(ctx context.Context) (*ScaleResult, error) {
 	res.Parked, res.ParkedFrom = parked()
 	if m, err := mc.scrape(ctx); err == nil {
 		res.GoroutinesParked = int(m.goroutines)
-		res.Connections = int(m.connections) - 1 // less the metrics scrape's own
+		res.ConnectionsGauge = int(m.connections)
+		res.Connections = int(m.connections - before.connections)
 		res.HeapPerWaiterBytes = rssPerWaiter(int64(before.heapInuse), int64(m.heapInuse), res.Parked)
 		res.StackPerWaiterBytes = rssPerWaiter(int64(before.stackInuse), int64(m.stackInuse), res.Parked)
 	}
@@ -755,23 +763,16 @@ func startWaiters(cfg waiterConfig) (*waiterProc, error) {
 		return nil, err
 	}
 	p := &waiterProc{child: c, stdin: stdin, results: make(chan waiterMsg, 1)}
-	go func() {
-		defer close(p.results)
-		dec := json.NewDecoder(stdout)
-		for {
-			var m waiterMsg
-			if err := dec.Decode(&m); err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.last = m
-			p.mu.Unlock()
-			if m.Event == "result" {
-				p.results <- m
-				return
-			}
+	readMessages(stdout, func(m waiterMsg) bool {
+		p.mu.Lock()
+		p.last = m
+		p.mu.Unlock()
+		if m.Event == "result" {
+			p.results <- m
+			return false
 		}
-	}()
+		return true
+	}, func() { close(p.results) })
 	if err := json.NewEncoder(stdin).Encode(cfg); err != nil {
 		_ = c.stop(5 * time.Second)
 		return nil, fmt.Errorf("configure the client process: %w", err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net"
 	"os"
 	"regexp"
@@ -10,8 +9,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/switchboard-gw/switchboard/internal/testsvc"
 )
 
 func TestRSSPerWaiter(t *testing.T) {
@@ -187,18 +184,10 @@ func TestRunScale(t *testing.T) {
 }
 
 func runScale(t *testing.T, proto string) {
-	pgURL := testsvc.Database(t)
-	amqpURL := testsvc.AMQPURL(t)
-	o := DefaultOptions()
+	o := testOptions(t, 2*time.Minute)
 	o.Mode, o.Waiters, o.WaitersPerProcess, o.Clients, o.DBMaxConns = "scale", 60, 40, 4, 4
 	o.ScaleProto = proto
-	o.PostgresURL, o.AMQPURL = pgURL, amqpURL
-	o.Timeout = 2 * time.Minute
-	o.Progress = testLog{t}
-	var out strings.Builder
-	rep, err := run(context.Background(), o, &out)
-	require.NoError(t, err, out.String())
-	t.Log("\n" + out.String())
+	rep, out := runOK(t, o)
 	r := rep.Scale
 	require.NotNil(t, r)
 	require.NoError(t, r.passed())
@@ -213,11 +202,12 @@ func runScale(t *testing.T, proto string) {
 		require.Less(t, r.Connections, 60, "the long-polls share HTTP/2 connections")
 	} else {
 		require.GreaterOrEqual(t, r.Established, 60)
-		require.GreaterOrEqual(t, r.Connections, 60, "one connection per long-poll")
+		require.Equal(t, 60, r.Connections, "one connection per long-poll")
+		require.Greater(t, r.ConnectionsGauge, r.Connections, "the gauge also counts the metrics scrape's connection")
 	}
 	require.LessOrEqual(t, r.WakeP50MS, r.WakeMaxMS)
 	require.Regexp(t, regexp.MustCompile(`^bench-scale: proto=`+proto+` connections=\d+ waiters=60 parked=60 .* failed=0$`), scaleSummaryLine(r))
-	require.Contains(t, out.String(), "mode scale")
+	require.Contains(t, out, "mode scale")
 }
 
 func TestParseStat(t *testing.T) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/csv"
 	"flag"
 	"image/color"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/switchboard-gw/switchboard/internal/testsvc"
 )
 
 var samplePoints = []SweepResult{
@@ -132,20 +129,12 @@ func TestPlotAxes(t *testing.T) {
 // files it writes.
 func TestRunSweep(t *testing.T) {
 	t.Parallel()
-	pgURL := testsvc.Database(t)
-	amqpURL := testsvc.AMQPURL(t)
 	dir := t.TempDir()
-	o := DefaultOptions()
+	o := testOptions(t, 2*time.Minute)
 	o.Mode, o.SweepClients, o.SweepRequests, o.SweepWarmup = "sweep", []int{1, 3}, 20, 5
 	o.Responders, o.DBMaxConns = 1, 4
 	o.SweepCSV, o.SweepPNG = filepath.Join(dir, "sweep.csv"), filepath.Join(dir, "sweep.png")
-	o.PostgresURL, o.AMQPURL = pgURL, amqpURL
-	o.Timeout = 2 * time.Minute
-	o.Progress = testLog{t}
-	var out strings.Builder
-	rep, err := run(context.Background(), o, &out)
-	require.NoError(t, err, out.String())
-	t.Log("\n" + out.String())
+	rep, _ := runOK(t, o)
 	require.Len(t, rep.Sweep, 4)
 	for i, want := range []struct {
 		clients int

@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -29,6 +30,9 @@ func defaultMaxConnections() int {
 type limitListener struct {
 	net.Listener
 	sem chan struct{}
+	// conns counts the accepted connections still open. It is not len(sem):
+	// an Accept waiting for the next client already holds its slot.
+	conns atomic.Int64
 }
 
 func newLimitListener(l net.Listener, n int) *limitListener {
@@ -42,11 +46,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		<-l.sem
 		return nil, err
 	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+	l.conns.Add(1)
+	return &limitConn{Conn: c, release: func() { l.conns.Add(-1); <-l.sem }}, nil
 }
 
 // open reports how many accepted connections are open.
-func (l *limitListener) open() int { return len(l.sem) }
+func (l *limitListener) open() int { return int(l.conns.Load()) }
 
 type limitConn struct {
 	net.Conn

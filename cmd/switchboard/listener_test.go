@@ -9,7 +9,8 @@ import (
 )
 
 // The listener holds at most n connections; the next is accepted only when
-// one of them closes, and closing twice frees one slot, not two.
+// one of them closes, and closing twice frees one slot, not two. open counts
+// the accepted connections, not the Accept waiting for the next one.
 func TestLimitListener(t *testing.T) {
 	t.Parallel()
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -33,10 +34,13 @@ func TestLimitListener(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	for range 3 {
-		dial()
-	}
+	dial()
 	first := <-accepted
+	// The accept loop is now waiting for a second client, holding a slot.
+	require.Eventually(t, func() bool { return len(ln.sem) == 2 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, 1, ln.open())
+	dial()
+	dial()
 	<-accepted
 	select {
 	case <-accepted:
@@ -46,12 +50,15 @@ func TestLimitListener(t *testing.T) {
 	require.Equal(t, 2, ln.open())
 	require.NoError(t, first.Close())
 	_ = first.Close()
+	var third net.Conn
 	select {
-	case <-accepted:
+	case third = <-accepted:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiting connection was not accepted after one closed")
 	}
 	require.Equal(t, 2, ln.open())
+	require.NoError(t, third.Close())
+	require.Equal(t, 1, ln.open())
 }
 
 func TestDefaultMaxConnectionsLeavesAReserve(t *testing.T) {
