@@ -16,48 +16,6 @@ import (
 	"github.com/switchboard-gw/switchboard/correlation"
 )
 
-// record is the JSON form of a request record (CONTRACT §2).
-type record struct {
-	ID         string          `json:"id"`
-	RoutingKey string          `json:"routing_key"`
-	Status     string          `json:"status"`
-	Time       int64           `json:"time"`
-	ExpiresAt  int64           `json:"expires_at"`
-	ReplyTo    *string         `json:"reply_to"`
-	Request    json.RawMessage `json:"request"`
-	Reply      *replyJSON      `json:"reply"`
-}
-
-type replyJSON struct {
-	MessageID     string          `json:"message_id"`
-	CorrelationID string          `json:"correlation_id"`
-	Time          int64           `json:"time"`
-	Body          json.RawMessage `json:"body"`
-}
-
-func toRecord(r correlation.Request) record {
-	out := record{
-		ID:         r.ID.String(),
-		RoutingKey: r.RoutingKey,
-		Status:     string(r.Status),
-		Time:       r.Time,
-		ExpiresAt:  r.ExpiresAt.UnixMilli(),
-		Request:    json.RawMessage(r.Body),
-	}
-	if r.ReplyTo != "" {
-		out.ReplyTo = &r.ReplyTo
-	}
-	if r.Reply != nil {
-		out.Reply = &replyJSON{
-			MessageID:     r.Reply.MessageID,
-			CorrelationID: r.Reply.CorrelationID,
-			Time:          r.Reply.Time,
-			Body:          json.RawMessage(r.Reply.Body),
-		}
-	}
-	return out
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -121,6 +79,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	webhook, p := parseWebhook(r.Header.Get("Reply-To"))
+	if p == nil {
+		p = s.checkReplyTo(webhook)
+	}
 	if p != nil {
 		writeProblem(w, p)
 		return
@@ -177,11 +138,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 		if rec.Status.Terminal() {
-			writeJSON(w, http.StatusOK, toRecord(rec))
+			writeJSON(w, http.StatusOK, s.render(r.Context(), rec))
+			if replied(rec) {
+				s.gw.ReplyRead(rec.ID)
+			}
 			return
 		}
 	}
-	writeJSON(w, http.StatusAccepted, toRecord(rec))
+	writeJSON(w, http.StatusAccepted, s.render(r.Context(), rec))
 }
 
 // lookup parses {id}, applies ?wait= and reads the record.
@@ -214,7 +178,10 @@ func (s *Server) getRequest(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, toRecord(rec))
+	writeJSON(w, http.StatusOK, s.render(r.Context(), rec))
+	if replied(rec) {
+		s.gw.ReplyRead(rec.ID)
+	}
 }
 
 // getReply handles GET /v1/requests/{id}/reply[?wait=N].
@@ -233,10 +200,12 @@ func (s *Server) getReply(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Type", "application/json")
 		h.Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(rec.Reply.Body)
+		if _, err := w.Write(rec.Reply.Body); err == nil {
+			s.gw.ReplyRead(rec.ID)
+		}
 	case correlation.StatusQueued, correlation.StatusPending:
 		h.Set("Retry-After", "1")
-		writeJSON(w, http.StatusAccepted, toRecord(rec))
+		writeJSON(w, http.StatusAccepted, s.render(r.Context(), rec))
 	default:
 		writeProblem(w, problem(http.StatusGone, string(rec.Status), "No reply",
 			"the request ended "+string(rec.Status)+" and will never have a reply"))
@@ -344,7 +313,7 @@ func (s *Server) cancelRequest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toRecord(rec))
+	writeJSON(w, http.StatusOK, s.render(r.Context(), rec))
 }
 
 // deadLetterJSON is the JSON form of a dead letter.

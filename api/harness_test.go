@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"sync"
 	"testing"
@@ -24,6 +26,7 @@ import (
 	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/responder"
+	"github.com/switchboard-gw/switchboard/webhook"
 )
 
 // bundle is one test's running gateway on real Postgres and RabbitMQ.
@@ -46,6 +49,24 @@ type options struct {
 	apiCfg   func(*api.Config)
 	gwCfg    func(*gateway.Config)
 	noBroker bool // do not wait for the broker connection
+	// webhooks, when set, runs a webhook dispatcher so configured. Without
+	// it Reply-To is still accepted (and deliveries are made, pending) but
+	// nothing is sent.
+	webhooks func(*webhook.Config)
+}
+
+// testWebhookSecret signs the tests' webhooks.
+const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// loopbackPolicy lets the tests' webhook receivers on 127.0.0.1 through
+// the SSRF guard; nothing else is.
+var loopbackPolicy = webhook.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+
+// noDNS resolves nothing: a test never looks a name up on the network.
+type noDNS struct{}
+
+func (noDNS) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	return nil, &net.DNSError{Err: "tests resolve no names", Name: host, IsNotFound: true}
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -104,6 +125,26 @@ func setup(t *testing.T, opts options) *bundle {
 	}
 	b.api, err = api.New(acfg, b.gw, b.store, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), gateway.NewID, logger)
 	require.NoError(t, err)
+	whStore := webhook.NewStore(pool)
+	hooks := api.Webhooks{
+		ValidateURL: func(u string) error { _, err := webhook.ValidateURL(u, loopbackPolicy); return err },
+		Deliveries:  whStore,
+	}
+	var dispatcher *webhook.Dispatcher
+	if opts.webhooks != nil {
+		secret, err := webhook.ParseSecret(testWebhookSecret)
+		require.NoError(t, err)
+		wcfg := webhook.DefaultConfig()
+		wcfg.Secrets = []webhook.Secret{secret}
+		wcfg.Jitter = 0
+		wcfg.PollInterval = 100 * time.Millisecond
+		opts.webhooks(&wcfg)
+		client := webhook.NewClient(webhook.NewGuard(loopbackPolicy, noDNS{}, nil), wcfg.Timeout)
+		dispatcher, err = webhook.NewDispatcher(wcfg, pool, b.store, b.gw, client, webhook.NewMetrics(reg), logger)
+		require.NoError(t, err)
+		hooks.Deliveries, hooks.Nudge = dispatcher.Store(), dispatcher.Nudge
+	}
+	b.api.SetWebhooks(hooks)
 	srv := httptest.NewServer(b.api.Handler())
 	b.url = srv.URL
 	b.http = srv.Client()
@@ -114,6 +155,10 @@ func setup(t *testing.T, opts options) *bundle {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = b.store.Listen(ctx, func() { once.Do(func() { close(listening) }) }) }()
 	go func() { defer wg.Done(); _ = b.gw.Run(ctx) }()
+	if dispatcher != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = dispatcher.Run(ctx) }()
+	}
 	t.Cleanup(func() {
 		b.api.Drain()
 		srv.Close()

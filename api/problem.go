@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/webhook"
 )
 
 // problemTypeBase prefixes every problem type; the suffixes are listed in
@@ -63,6 +64,11 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, correlation.ErrConflict):
 		p = problem(http.StatusConflict, "message-id-conflict", "Message-ID already used",
 			"a request with this Message-ID exists with a different routing key or body")
+	case errors.Is(err, webhook.ErrNoDelivery):
+		p = errNotFound("this request has no webhook delivery: it has no Reply-To, or it has not ended yet")
+	case errors.Is(err, webhook.ErrNotRetryable):
+		p = problem(http.StatusConflict, "delivery-not-failed", "Delivery has not failed",
+			"only a delivery that gave up can be retried; this one is pending or delivered")
 	case errors.Is(err, correlation.ErrUnavailable):
 		p = problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",
 			"the correlation store cannot be reached; try again later")

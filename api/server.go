@@ -62,6 +62,9 @@ type Gateway interface {
 	StoreReply(ctx context.Context, in correlation.IncomingReply) (correlation.Outcome, error)
 	Cancel(ctx context.Context, id uuid.UUID) (correlation.Request, error)
 	Ready(ctx context.Context) error
+	// ReplyRead records, without waiting, that a read answered with the
+	// reply of request id (the reply's receipt).
+	ReplyRead(id uuid.UUID)
 }
 
 // Records is what the handlers need from the correlation store.
@@ -82,6 +85,8 @@ type Server struct {
 	logger  *slog.Logger
 	newID   func() uuid.UUID
 	now     func() time.Time
+	// webhooks is zero when webhooks are off.
+	webhooks Webhooks
 	// draining ends every long-poll early (answering with the record as it
 	// is) so a graceful shutdown does not wait out MaxWait.
 	draining context.Context
@@ -135,6 +140,8 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/requests/{id}", s.getRequest)
 		r.Delete("/requests/{id}", s.cancelRequest)
 		r.Get("/requests/{id}/reply", s.getReply)
+		r.Get("/requests/{id}/deliveries", s.listDeliveries)
+		r.Post("/requests/{id}/deliveries/retry", s.retryDelivery)
 		r.Post("/replies", s.postReply)
 		r.Get("/dead-letters", s.listDeadLetters)
 	})

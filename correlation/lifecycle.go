@@ -111,7 +111,8 @@ func (s *Store) ClaimEvents(ctx context.Context, limit int, retryIn func(attempt
 	return n, nil
 }
 
-// Purge deletes terminal requests, and dead letters, older than retention,
+// Purge deletes terminal requests, and dead letters, older than retention
+// (for a request with a webhook: retention after its delivery ended),
 // in batches of at most batch rows so no statement holds locks for long. It
 // returns how many rows it removed.
 func (s *Store) Purge(ctx context.Context, retention time.Duration, batch int) (int, error) {
@@ -121,6 +122,13 @@ func (s *Store) Purge(ctx context.Context, retention time.Duration, batch int) (
 			SELECT id FROM requests
 			WHERE status IN ('replied', 'failed', 'expired', 'unroutable', 'cancelled')
 			  AND updated_at < now() - make_interval(secs => $1)
+			  -- A webhook still being delivered keeps its request, and a
+			  -- finished delivery keeps it for the retention period after
+			  -- its last attempt (package webhook owns the table).
+			  AND NOT EXISTS (
+				SELECT 1 FROM webhook_deliveries d
+				WHERE d.request_id = requests.id
+				  AND (d.state = 'pending' OR d.updated_at >= now() - make_interval(secs => $1)))
 			LIMIT $2)
 		RETURNING id`,
 		`DELETE FROM dead_letters WHERE id IN (
@@ -184,6 +192,63 @@ func (s *Store) DeadLetterCount(ctx context.Context) (int, error) {
 	var n int
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters`).Scan(&n); err != nil {
 		return 0, dbErr("count dead letters", err)
+	}
+	return n, nil
+}
+
+// Receipt says a request's reply reached its client, and how: "webhook" (the
+// receiver answered 2xx) or "read" (a GET or long-poll returned it).
+type Receipt struct {
+	ID  uuid.UUID
+	Via string
+}
+
+// MarkReplyDelivered records the first receipt of each replied (or failed)
+// request in receipts and, in the same transaction, the event that announces
+// it, built by announce. Later receipts of the same request change nothing:
+// the event is recorded once per request. It returns how many were first.
+func (s *Store) MarkReplyDelivered(ctx context.Context, receipts []Receipt,
+	announce func(r Request, via string) Event) (int, error) {
+	in := sortedByID(receipts, func(r Receipt) uuid.UUID { return r.ID })
+	ids := make([]uuid.UUID, len(in))
+	via := make(map[uuid.UUID]string, len(in))
+	for i, r := range in {
+		ids[i] = r.ID
+		if _, ok := via[r.ID]; !ok {
+			via[r.ID] = r.Via
+		}
+	}
+	n := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			WITH locked AS (
+				SELECT id AS l_id FROM requests
+				WHERE id = ANY($1::uuid[]) AND reply_delivered_at IS NULL AND status IN ('replied', 'failed')
+				ORDER BY id FOR UPDATE)
+			UPDATE requests SET reply_delivered_at = now()
+			FROM locked
+			WHERE id = l_id AND reply_delivered_at IS NULL
+			RETURNING id, routing_key, status`, uuidArgs(ids))
+		if err != nil {
+			return err
+		}
+		var keys []string
+		var bodies [][]byte
+		var r Request
+		_, err = pgx.ForEachRow(rows, []any{&r.ID, &r.RoutingKey, &r.Status}, func() error {
+			ev := announce(r, via[r.ID])
+			keys, bodies = append(keys, ev.RoutingKey), append(bodies, ev.Body)
+			return nil
+		})
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		n = len(keys)
+		_, err = tx.Exec(ctx, `INSERT INTO event_outbox (routing_key, body) SELECT * FROM unnest($1::text[], $2::bytea[])`, keys, bodies)
+		return err
+	})
+	if err != nil {
+		return 0, dbErr("record reply receipts", err)
 	}
 	return n, nil
 }

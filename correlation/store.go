@@ -507,6 +507,11 @@ func (s *Store) expire(ctx context.Context, extraWhere string, args ...any) (int
 	return len(ids), nil
 }
 
+// DBError wraps err with op, and marks failures to reach Postgres (as
+// opposed to errors the server reported) as ErrUnavailable. Packages that
+// own tables of their own use it so the API maps their errors alike.
+func DBError(op string, err error) error { return dbErr(op, err) }
+
 // dbErr wraps err with op, and marks failures to reach Postgres (as opposed
 // to errors the server reported) as ErrUnavailable.
 func dbErr(op string, err error) error {

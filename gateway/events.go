@@ -33,6 +33,9 @@ type requestEventData struct {
 	ID         string `json:"id"`
 	RoutingKey string `json:"routing_key"`
 	Status     string `json:"status"`
+	// Via says how a reply reached its client (reply.delivered only):
+	// webhook or read.
+	Via string `json:"via,omitempty"`
 }
 
 // CancelRoutingKey is the events-exchange routing key of the event that
@@ -42,8 +45,8 @@ type requestEventData struct {
 func CancelRoutingKey(key string) string { return "request.cancelled." + key }
 
 // requestEvent builds the event of type typ about r.
-func requestEvent(typ, routingKey string, r correlation.Request, now time.Time) correlation.Event {
-	data, _ := json.Marshal(requestEventData{ID: r.ID.String(), RoutingKey: r.RoutingKey, Status: string(r.Status)})
+func requestEvent(typ, routingKey string, r correlation.Request, via string, now time.Time) correlation.Event {
+	data, _ := json.Marshal(requestEventData{ID: r.ID.String(), RoutingKey: r.RoutingKey, Status: string(r.Status), Via: via})
 	body, _ := json.Marshal(CloudEvent{
 		SpecVersion: "1.0", ID: NewID().String(), Source: "switchboard", Type: typ, Time: now.UTC(),
 		Subject: r.ID.String(), DataContentType: "application/json", CorrelationID: r.ID.String(), Data: data,
@@ -59,7 +62,7 @@ var ErrNotCancellable = correlation.ErrNotCancellable
 // (through the event outbox, so it is not lost while the broker is away).
 func (g *Gateway) Cancel(ctx context.Context, id uuid.UUID) (correlation.Request, error) {
 	r, err := g.store.Cancel(ctx, id, func(r correlation.Request) correlation.Event {
-		return requestEvent("request.cancelled", CancelRoutingKey(r.RoutingKey), r, time.Now())
+		return requestEvent("request.cancelled", CancelRoutingKey(r.RoutingKey), r, "", time.Now())
 	})
 	if err == nil {
 		g.wakeRelay()

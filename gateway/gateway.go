@@ -151,6 +151,7 @@ type Gateway struct {
 	replies   *replyConsumer
 	dead      *deadLetterConsumer
 	relayWake chan struct{}
+	receipts  chan uuid.UUID
 }
 
 // New builds a gateway; nothing connects until Run.
@@ -161,7 +162,8 @@ func New(cfg Config, store *correlation.Store, metrics *Metrics, logger *slog.Lo
 	if metrics == nil {
 		metrics = NewMetrics(nil)
 	}
-	g := &Gateway{cfg: cfg, store: store, logger: logger, metrics: metrics, relayWake: make(chan struct{}, 1)}
+	g := &Gateway{cfg: cfg, store: store, logger: logger, metrics: metrics, relayWake: make(chan struct{}, 1),
+		receipts: make(chan uuid.UUID, receiptQueue)}
 	g.publisher = newPublisher(cfg.ConfirmTimeout, metrics, logger)
 	g.replies = &replyConsumer{cfg: cfg, store: g.StoreReply, logger: logger}
 	g.dead = &deadLetterConsumer{cfg: cfg, store: store, metrics: metrics, logger: logger}
@@ -207,12 +209,13 @@ func (g *Gateway) declareTopology(conn *amqp.Connection) error {
 }
 
 // Run connects to the broker and runs the publisher, the reply consumer, the
-// outbox relay and the expiry sweeper until ctx ends. On return every
+// outbox relay, the expiry sweeper and the receipt recorder until ctx ends. On return every
 // in-flight reply has been acked or released back to the queue.
 func (g *Gateway) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); g.conn.Run(ctx) }()
+	go func() { defer wg.Done(); g.runReceipts(ctx) }()
 	go func() { defer wg.Done(); g.runRelay(ctx) }()
 	go func() { defer wg.Done(); g.runSweeper(ctx) }()
 	wg.Wait()

@@ -14,6 +14,8 @@ type Metrics struct {
 	Expired          prometheus.Counter
 	Reconnects       prometheus.Counter
 	Purged           prometheus.Counter
+	Receipts         *prometheus.CounterVec
+	ReceiptErrors    prometheus.Counter
 }
 
 // NewMetrics creates the instruments and registers them with reg (nil: not
@@ -45,10 +47,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchboard_broker_reconnects_total", Help: "Broker reconnect attempts."}),
 		Purged: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_retention_purged_total", Help: "Terminal requests and dead letters removed after the retention period."}),
+		Receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_reply_receipts_total", Help: "Replies first delivered to their client (reply.delivered events), by how (webhook, read)."},
+			[]string{"via"}),
+		ReceiptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_reply_receipt_errors_total", Help: "Reply receipts that could not be recorded (Postgres errors, retried; or dropped when the receipt queue was full)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.RequestsAccepted, m.Publishes, m.RelayPublishes, m.ConfirmSeconds,
-			m.Replies, m.DeadLetters, m.DeadLetterErrors, m.Expired, m.Reconnects, m.Purged)
+			m.Replies, m.DeadLetters, m.DeadLetterErrors, m.Expired, m.Reconnects, m.Purged,
+			m.Receipts, m.ReceiptErrors)
 	}
 	return m
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchboard-gw/switchboard/api"
 	"github.com/switchboard-gw/switchboard/gateway"
+	"github.com/switchboard-gw/switchboard/webhook"
 )
 
 // Defaults that work against Postgres and RabbitMQ on their standard local ports.
@@ -32,7 +33,14 @@ type serveConfig struct {
 	DBMaxConns      int
 	API             api.Config
 	Gateway         gateway.Config
+	// Webhooks are on when at least one signing secret is configured.
+	Webhooks      webhook.Config
+	WebhookPolicy webhook.Policy
+	WebhookAllow  string // the allow-list as configured, for the start-up log
 }
+
+// WebhooksOn reports whether Reply-To webhooks are delivered.
+func (c serveConfig) WebhooksOn() bool { return len(c.Webhooks.Secrets) > 0 }
 
 // envFlags binds flags whose defaults come from the environment.
 type envFlags struct {
@@ -110,10 +118,10 @@ func parseDuration(v string) (time.Duration, error) {
 }
 
 func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (serveConfig, error) {
-	c := serveConfig{API: api.DefaultConfig(), Gateway: gateway.DefaultConfig()}
+	c := serveConfig{API: api.DefaultConfig(), Gateway: gateway.DefaultConfig(), Webhooks: webhook.DefaultConfig()}
 	f := newEnvFlags("serve", getenv, out)
 	var maxBody int
-	var logLevel string
+	var logLevel, allow, schedule string
 	f.str(&c.HTTPAddr, "http-addr", "SWITCHBOARD_HTTP_ADDR", defaultHTTPAddr, "HTTP listen address")
 	f.str(&c.DatabaseURL, "database-url", "SWITCHBOARD_DATABASE_URL", defaultDatabaseURL, "Postgres URL; the database is created if missing")
 	f.str(&c.Gateway.AMQPURL, "amqp-url", "SWITCHBOARD_AMQP_URL", c.Gateway.AMQPURL, "RabbitMQ URL")
@@ -136,12 +144,28 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.int(&c.MaxConnections, "max-connections", "SWITCHBOARD_MAX_CONNECTIONS", 0, "client connections held at once; 0: the open-file limit less 256 kept for Postgres and the broker")
 	f.boolean(&c.Migrate, "migrate", "SWITCHBOARD_MIGRATE", true, "apply pending migrations at start")
 	f.dur(&c.ShutdownTimeout, "shutdown-timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", 30*time.Second, "bound on graceful shutdown")
+	f.str(&allow, "webhook-allow", "SWITCHBOARD_WEBHOOK_ALLOW", "", "webhook SSRF exceptions: CIDRs, addresses or host names that may be delivered to although private, loopback or link-local")
+	f.str(&schedule, "webhook-schedule", "SWITCHBOARD_WEBHOOK_SCHEDULE", formatSchedule(webhook.DefaultSchedule), "delay before each webhook attempt, comma-separated; its length is the number of attempts")
+	f.dur(&c.Webhooks.Timeout, "webhook-timeout", "SWITCHBOARD_WEBHOOK_TIMEOUT", c.Webhooks.Timeout, "bound on one webhook attempt")
+	f.int(&c.Webhooks.Workers, "webhook-workers", "SWITCHBOARD_WEBHOOK_WORKERS", c.Webhooks.Workers, "webhook attempts made at once by this instance")
 	f.logFlags(&logLevel, &c.LogFormat)
 	if err := f.parse(args); err != nil {
 		return c, err
 	}
 	c.API.MaxBodyBytes = int64(maxBody)
+	// Secrets come from the environment only: a flag would show them in the
+	// process list.
 	var err error
+	if c.Webhooks.Secrets, err = webhook.ParseSecrets(getenv("SWITCHBOARD_WEBHOOK_SECRETS")); err != nil {
+		return c, fmt.Errorf("SWITCHBOARD_WEBHOOK_SECRETS: %w", err)
+	}
+	c.WebhookAllow = allow
+	if c.WebhookPolicy, err = webhook.ParseAllowList(allow); err != nil {
+		return c, fmt.Errorf("webhook allow-list: %w", err)
+	}
+	if c.Webhooks.Schedule, err = webhook.ParseSchedule(schedule); err != nil {
+		return c, err
+	}
 	if c.LogLevel, err = parseLog(logLevel, c.LogFormat); err != nil {
 		return c, err
 	}
@@ -163,7 +187,20 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	if err := c.Gateway.Validate(); err != nil {
 		return c, err
 	}
+	if c.WebhooksOn() {
+		if err := c.Webhooks.Validate(); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
+}
+
+func formatSchedule(s []time.Duration) string {
+	parts := make([]string, len(s))
+	for i, d := range s {
+		parts[i] = d.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 // logAttrs describes the configuration for the start-up log line, with
@@ -184,6 +221,10 @@ func (c serveConfig) logAttrs() []any {
 		"max_timeout", c.API.MaxTimeout.String(),
 		"max_wait", c.API.MaxWait.String(),
 		"migrate", c.Migrate,
+		"webhooks", c.WebhooksOn(),
+		"webhook_secrets", len(c.Webhooks.Secrets), // how many, never what
+		"webhook_allow", c.WebhookAllow,
+		"webhook_schedule", formatSchedule(c.Webhooks.Schedule),
 	}
 }
 

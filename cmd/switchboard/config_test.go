@@ -1,11 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"io"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchboard-gw/switchboard/webhook"
 )
 
 func TestMaskURL(t *testing.T) {
@@ -67,6 +71,49 @@ func TestServeConfigEnvAndFlags(t *testing.T) {
 		"SWITCHBOARD_PREFETCH":       "0",
 		"SWITCHBOARD_LOG_LEVEL":      "loud",
 		"SWITCHBOARD_MAX_BODY_BYTES": "-1",
+	} {
+		_, err := loadServeConfig(nil, func(key string) string {
+			if key == k {
+				return v
+			}
+			return ""
+		}, io.Discard)
+		require.Error(t, err, "%s=%s", k, v)
+	}
+}
+
+func TestServeConfigWebhooks(t *testing.T) {
+	t.Parallel()
+	off, err := loadServeConfig(nil, func(string) string { return "" }, io.Discard)
+	require.NoError(t, err)
+	require.False(t, off.WebhooksOn(), "no secret, no webhooks")
+	require.Equal(t, webhook.DefaultSchedule, off.Webhooks.Schedule)
+
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	env := map[string]string{
+		"SWITCHBOARD_WEBHOOK_SECRETS":  secret + " whsec_ZGV2ZWxvcG1lbnQtb25seS1ub3QtYS1zZWNyZXQ=",
+		"SWITCHBOARD_WEBHOOK_ALLOW":    "10.1.0.0/16, hooks.internal",
+		"SWITCHBOARD_WEBHOOK_SCHEDULE": "0s,1s,1m",
+		"SWITCHBOARD_WEBHOOK_TIMEOUT":  "5",
+	}
+	c, err := loadServeConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	require.NoError(t, err)
+	require.True(t, c.WebhooksOn())
+	require.Len(t, c.Webhooks.Secrets, 2)
+	require.Equal(t, []time.Duration{0, time.Second, time.Minute}, c.Webhooks.Schedule)
+	require.Equal(t, 5*time.Second, c.Webhooks.Timeout)
+	require.NoError(t, c.WebhookPolicy.Check(netip.MustParseAddr("10.1.2.3")))
+	require.Error(t, c.WebhookPolicy.Check(netip.MustParseAddr("10.2.0.1")))
+	require.Equal(t, []string{"hooks.internal"}, c.WebhookPolicy.AllowHosts)
+
+	logged := fmt.Sprintln(c.logAttrs()...)
+	require.NotContains(t, logged, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "the start-up log never shows a secret")
+	require.Contains(t, logged, "webhook_secrets 2")
+
+	for k, v := range map[string]string{
+		"SWITCHBOARD_WEBHOOK_SECRETS":  "not-a-secret",
+		"SWITCHBOARD_WEBHOOK_ALLOW":    "10.0.0.0/33",
+		"SWITCHBOARD_WEBHOOK_SCHEDULE": "0s,soon",
 	} {
 		_, err := loadServeConfig(nil, func(key string) string {
 			if key == k {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/migrations"
+	"github.com/switchboard-gw/switchboard/webhook"
 )
 
 // The test binary doubles as the switchboard binary: run with
@@ -328,4 +330,50 @@ func TestLongPollsOverUnencryptedHTTP2ShareOneConnection(t *testing.T) {
 		}
 	}
 	gw.stop(t)
+}
+
+// TestServeDeliversWebhooks checks the wiring of webhooks in serve: off
+// without a secret (Reply-To refused), and with one a reply is POSTed,
+// signed, to a receiver the allow-list lets through.
+func TestServeDeliversWebhooks(t *testing.T) {
+	t.Parallel()
+	dbURL := testsvc.Database(t)
+	amqpURL := testsvc.AMQPURL(t)
+	names := testsvc.BrokerNames(t)
+	got := make(chan *http.Request, 1)
+	bodies := make(chan []byte, 1)
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r
+		bodies <- b
+	}))
+	defer rcv.Close()
+	jsonCT := map[string]string{"Content-Type": "application/json", "Reply-To": rcv.URL + "/hook"}
+
+	// Not inherited from whoever runs the tests (make run's secret, say).
+	off := start(t, append(env(dbURL, amqpURL, names), "SWITCHBOARD_WEBHOOK_SECRETS="), "serve")
+	res, rec := httpDo(t, "POST", "http://"+off.addr+"/workflow/create", jsonCT, `{}`)
+	require.Equal(t, 400, res.StatusCode)
+	require.Contains(t, rec["detail"], "no signing secret")
+	off.stop(t)
+
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	on := start(t, append(env(dbURL, amqpURL, names), "SWITCHBOARD_WEBHOOK_SECRETS="+secret,
+		"SWITCHBOARD_WEBHOOK_ALLOW=127.0.0.1"), "serve")
+	require.NotContains(t, on.log(), "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "the secret is never logged")
+	start(t, []string{"SWITCHBOARD_AMQP_URL=" + amqpURL, "SWITCHBOARD_REQUEST_EXCHANGE=" + names.Exchange,
+		"SWITCHBOARD_ECHO_QUEUE=" + names.Queue("echo"), "SWITCHBOARD_LOG_FORMAT=json"}, "echo", "workflow.#")
+	res, rec = httpDo(t, "POST", "http://"+on.addr+"/workflow/create", jsonCT, `{"n": 1}`)
+	require.Equal(t, 202, res.StatusCode)
+	select {
+	case r := <-got:
+		body := <-bodies
+		require.Equal(t, rec["id"], r.Header.Get("webhook-id"))
+		s, err := webhook.ParseSecret(secret)
+		require.NoError(t, err)
+		require.NoError(t, webhook.Verify(r.Header, body, time.Now(), 0, s))
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no webhook delivered:\n%s", on.log())
+	}
+	on.stop(t)
 }

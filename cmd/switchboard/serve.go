@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-gw/switchboard/correlation"
 	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/migrations"
+	"github.com/switchboard-gw/switchboard/webhook"
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -64,6 +65,21 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	var dispatcher *webhook.Dispatcher
+	if cfg.WebhooksOn() {
+		client := webhook.NewClient(webhook.NewGuard(cfg.WebhookPolicy, nil, nil), cfg.Webhooks.Timeout)
+		dispatcher, err = webhook.NewDispatcher(cfg.Webhooks, pool, store, gw, client, webhook.NewMetrics(reg), logger)
+		if err != nil {
+			return err
+		}
+		srv.SetWebhooks(api.Webhooks{
+			ValidateURL: func(u string) error { _, err := webhook.ValidateURL(u, cfg.WebhookPolicy); return err },
+			Deliveries:  dispatcher.Store(),
+			Nudge:       dispatcher.Nudge,
+		})
+	} else {
+		logger.Warn("webhooks are off: no SWITCHBOARD_WEBHOOK_SECRETS; requests with Reply-To are refused")
+	}
 
 	inner, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -97,6 +113,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	bg.Add(2)
 	go func() { defer bg.Done(); _ = store.Listen(bgCtx, nil) }()
 	go func() { defer bg.Done(); _ = gw.Run(bgCtx) }()
+	if dispatcher != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); _ = dispatcher.Run(bgCtx) }()
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpServer.Serve(ln) }()
@@ -113,7 +133,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 
 	// Ordered: stop taking requests and answer the long-polls; finish
 	// in-flight handlers; then stop the consumers (unacked replies go back
-	// to the queue), the relay and the sweeper; then close the pool.
+	// to the queue), the relay, the sweeper and the webhook dispatcher
+	// (attempts in flight finish and are recorded); then close the pool.
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	srv.Drain()
