@@ -203,6 +203,7 @@ func TestDeliversTheSignedRecord(t *testing.T) {
 	secret, _ := webhook.ParseSecret(testSecret)
 	require.NoError(t, webhook.Verify(c.header, c.body, time.Now(), 0, secret))
 	verifyWithStandardWebhooks(t, testSecret, c.header, c.body, true)
+	verifyWithStandardWebhooks(t, testSecret, c.header, append(c.body[:len(c.body):len(c.body)], ' '), false)
 
 	var env struct {
 		Type      string    `json:"type"`
@@ -488,12 +489,18 @@ func TestTwoInstancesNeverDeliverTheSameAttemptTwice(t *testing.T) {
 // loopbackOnly is the tests' last dial: it connects to 127.0.0.1 and
 // records, without connecting, anything else the guard let through.
 type loopbackOnly struct {
-	mu    sync.Mutex
-	other []string
+	mu       sync.Mutex
+	other    []string
+	loopback []string
 }
 
 func (l *loopbackOnly) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	host, _, _ := net.SplitHostPort(addr)
+	l.mu.Lock()
+	if host == "127.0.0.1" {
+		l.loopback = append(l.loopback, addr)
+	}
+	l.mu.Unlock()
 	if host != "127.0.0.1" {
 		l.mu.Lock()
 		l.other = append(l.other, addr)
@@ -514,69 +521,62 @@ func (m mapResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Add
 }
 
 // A delivery to an internal address gives up at once, with no connection
-// made: a literal private address, a name that resolves to one, and a
-// redirect to one from an allowed receiver.
+// made: loopback (where a real receiver listens, and hears nothing), other
+// literal internal addresses, a name that resolves to one, and a redirect
+// to one from an allowed receiver.
 func TestInternalAddressesAreNeverContacted(t *testing.T) {
 	t.Parallel()
-	e := newHookEnv(t)
 	ctx := context.Background()
-	redirect := newReceiver(t, func(w http.ResponseWriter) {
-		w.Header().Set("Location", "http://10.0.0.1/hook")
-		w.WriteHeader(http.StatusFound)
+	resolver := mapResolver{"hooks.internal.example": {netip.MustParseAddr("10.1.2.3")}}
+
+	t.Run("addresses", func(t *testing.T) {
+		t.Parallel()
+		e := newHookEnv(t)
+		local := newReceiver(t, status(http.StatusOK)) // on 127.0.0.1, which this policy does not allow
+		dialer := &loopbackOnly{}
+		guard := webhook.NewGuard(webhook.Policy{}, resolver, dialer.dial)
+		d, m, _ := e.start(t, dispatcherOpts{guard: guard, schedule: []time.Duration{0}})
+		urls := []string{
+			local.URL + "/hook", "http://10.0.0.1/hook", "http://169.254.169.254/latest/meta-data",
+			"http://[::1]:9/hook", "http://[::ffff:127.0.0.1]:9/hook", "http://hooks.internal.example/hook",
+		}
+		for _, url := range urls {
+			id := e.replied(t, url)
+			del := waitState(t, d.Store(), id, webhook.StateFailed, 10*time.Second)
+			require.Equal(t, 1, del.Attempts, url)
+			require.Contains(t, del.LastError, "webhook:", url)
+			dead, err := e.store.DeadLetters(ctx, id.String())
+			require.NoError(t, err)
+			require.Len(t, dead, 1, url)
+			require.Equal(t, "blocked", dead[0].Headers["cause"], url)
+		}
+		require.Equal(t, float64(len(urls)), testutil.ToFloat64(m.GaveUp.WithLabelValues("blocked")))
+		require.Empty(t, local.got(), "the loopback receiver was contacted")
+		dialer.mu.Lock()
+		defer dialer.mu.Unlock()
+		require.Empty(t, dialer.other, "the guard let a connection to an internal address through")
+		require.Empty(t, dialer.loopback, "the guard let a connection to loopback through")
 	})
-	dialer := &loopbackOnly{}
-	guard := webhook.NewGuard(loopbackPolicy(), mapResolver{"hooks.internal.example": {netip.MustParseAddr("10.1.2.3")}}, dialer.dial)
-	d, m, _ := e.start(t, dispatcherOpts{guard: guard, schedule: []time.Duration{0}})
 
-	for _, url := range []string{
-		"http://10.0.0.1/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]:9/hook",
-		"http://127.0.0.2:9/hook", "http://hooks.internal.example/hook",
-	} {
-		id := e.replied(t, url)
+	t.Run("redirect", func(t *testing.T) {
+		t.Parallel()
+		e := newHookEnv(t)
+		redirect := newReceiver(t, func(w http.ResponseWriter) {
+			w.Header().Set("Location", "http://10.0.0.1/hook")
+			w.WriteHeader(http.StatusFound)
+		})
+		dialer := &loopbackOnly{}
+		guard := webhook.NewGuard(loopbackPolicy(), resolver, dialer.dial)
+		d, _, _ := e.start(t, dispatcherOpts{guard: guard, schedule: []time.Duration{0}})
+		id := e.replied(t, redirect.URL)
 		del := waitState(t, d.Store(), id, webhook.StateFailed, 10*time.Second)
-		require.Equal(t, 1, del.Attempts, url)
-		require.Contains(t, del.LastError, "webhook:", url)
-		dead, err := e.store.DeadLetters(ctx, id.String())
-		require.NoError(t, err)
-		require.Len(t, dead, 1, url)
-		require.Equal(t, "blocked", dead[0].Headers["cause"], url)
-	}
-	require.Equal(t, 5.0, testutil.ToFloat64(m.GaveUp.WithLabelValues("blocked")))
-
-	id := e.replied(t, redirect.URL)
-	del := waitState(t, d.Store(), id, webhook.StateFailed, 10*time.Second)
-	require.Equal(t, http.StatusFound, *del.LastStatus)
-	require.Contains(t, del.LastError, "redirects are not followed")
-	require.Len(t, redirect.got(), 1)
-
-	dialer.mu.Lock()
-	defer dialer.mu.Unlock()
-	require.Empty(t, dialer.other, "the guard let a connection to an internal address through")
-}
-
-// verifyWithStandardWebhooks checks a delivery as it arrived with the
-// official Standard Webhooks library (see sign_test.go).
-func verifyWithStandardWebhooks(t *testing.T, secret string, h http.Header, body []byte, wantOK bool) {
-	t.Helper()
-	node, dir := nodeVerifier(t)
-	headers := map[string]string{}
-	for _, k := range []string{"webhook-id", "webhook-timestamp", "webhook-signature"} {
-		headers[k] = h.Get(k)
-	}
-	input, err := json.Marshal(map[string]any{"secret": secret, "headers": headers, "body": string(body)})
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "verify.mjs")
-	cmd.Dir = dir
-	cmd.Stdin = bytes.NewReader(input)
-	out, err := cmd.CombinedOutput()
-	if wantOK {
-		require.NoError(t, err, string(out))
-		require.Equal(t, "ok\n", string(out))
-	} else {
-		require.Error(t, err, string(out))
-	}
+		require.Equal(t, http.StatusFound, *del.LastStatus)
+		require.Contains(t, del.LastError, "redirects are not followed")
+		require.Len(t, redirect.got(), 1)
+		dialer.mu.Lock()
+		defer dialer.mu.Unlock()
+		require.Empty(t, dialer.other, "the redirect was followed")
+	})
 }
 
 // Retention keeps a request whose webhook is still being delivered, and a
@@ -613,4 +613,29 @@ func TestRetentionKeepsRequestsWithPendingDeliveries(t *testing.T) {
 	var n int
 	require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM webhook_deliveries WHERE request_id = $1`, id).Scan(&n))
 	require.Zero(t, n, "the delivery goes with its request")
+}
+
+// verifyWithStandardWebhooks checks a delivery as it arrived with the
+// official Standard Webhooks library (see sign_test.go).
+func verifyWithStandardWebhooks(t *testing.T, secret string, h http.Header, body []byte, wantOK bool) {
+	t.Helper()
+	node, dir := nodeVerifier(t)
+	headers := map[string]string{}
+	for _, k := range []string{"webhook-id", "webhook-timestamp", "webhook-signature"} {
+		headers[k] = h.Get(k)
+	}
+	input, err := json.Marshal(map[string]any{"secret": secret, "headers": headers, "body": string(body)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "verify.mjs")
+	cmd.Dir = dir
+	cmd.Stdin = bytes.NewReader(input)
+	out, err := cmd.CombinedOutput()
+	if wantOK {
+		require.NoError(t, err, string(out))
+		require.Equal(t, "ok\n", string(out))
+	} else {
+		require.Error(t, err, string(out))
+	}
 }
