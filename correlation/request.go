@@ -11,7 +11,8 @@
 // wake-ups for its local waiters.
 //
 // The hot path is group-committed: concurrent Create, MarkPublished and
-// StoreReply calls share one statement and one commit each (see batcher), in
+// StoreReply calls share one statement and one commit each (see package
+// internal/groupcommit), in
 // id order so that concurrent batches cannot deadlock, and a batch of replies
 // announces its ids in one NOTIFY per 200 ids. No call returns before its
 // batch has committed.

@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/switchboard-gw/switchboard/internal/groupcommit"
 )
 
 // notifyChannel is the Postgres NOTIFY channel that carries the id of every
@@ -28,9 +30,9 @@ type Store struct {
 
 	// Group commits of the hot path: concurrent inserts, publish confirms
 	// and replies each share one statement and one commit.
-	creates   *batcher[NewRequest, createResult]
-	published *batcher[uuid.UUID, struct{}]
-	replies   *batcher[replyRow, *Request]
+	creates   *groupcommit.Batcher[NewRequest, createResult]
+	published *groupcommit.Batcher[uuid.UUID, struct{}]
+	replies   *groupcommit.Batcher[replyRow, *Request]
 }
 
 // Batch limits. A NOTIFY payload holds at most 8000 bytes, so a reply batch
@@ -45,9 +47,9 @@ const (
 // goroutine) so waiters are woken by replies stored on other instances.
 func NewStore(pool *pgxpool.Pool, logger *slog.Logger) *Store {
 	s := &Store{pool: pool, hub: newHub(), logger: logger}
-	s.creates = newBatcher(maxBatch, maxFlushers, s.flushCreates)
-	s.published = newBatcher(maxBatch, maxFlushers, s.flushPublished)
-	s.replies = newBatcher(maxBatch, maxFlushers, s.flushReplies)
+	s.creates = groupcommit.New(maxBatch, maxFlushers, s.flushCreates)
+	s.published = groupcommit.New(maxBatch, maxFlushers, s.flushPublished)
+	s.replies = groupcommit.New(maxBatch, maxFlushers, s.flushReplies)
 	return s
 }
 
@@ -99,7 +101,7 @@ func scanRequest(row pgx.Row) (Request, error) {
 // routing key or body is ErrConflict.
 func (s *Store) Create(ctx context.Context, n NewRequest) (r Request, created bool, err error) {
 	s.hub.opened(n.ID)
-	res, err := s.creates.do(ctx, n)
+	res, err := s.creates.Do(ctx, n)
 	if err != nil {
 		s.hub.forget(n.ID)
 		return Request{}, false, err
@@ -208,7 +210,7 @@ func (s *Store) Get(ctx context.Context, id uuid.UUID) (Request, error) {
 // pending. A request that already moved on (a fast reply, the sweeper) is
 // left as it is.
 func (s *Store) MarkPublished(ctx context.Context, id uuid.UUID) error {
-	_, err := s.published.do(ctx, id)
+	_, err := s.published.Do(ctx, id)
 	return err
 }
 
@@ -272,7 +274,7 @@ func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, erro
 		if in.Failed {
 			status = StatusFailed
 		}
-		rec, err := s.replies.do(ctx, replyRow{id: id, status: status, reply: in})
+		rec, err := s.replies.Do(ctx, replyRow{id: id, status: status, reply: in})
 		if err != nil {
 			return "", err
 		}

@@ -1,4 +1,4 @@
-package correlation
+package groupcommit
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 )
 
@@ -18,7 +17,7 @@ func TestBatcherGroupsConcurrentCalls(t *testing.T) {
 	t.Parallel()
 	var flushes, maxSeen atomic.Int64
 	release := make(chan struct{})
-	b := newBatcher(64, 1, func(_ context.Context, in []int) ([]int, error) {
+	b := New(64, 1, func(_ context.Context, in []int) ([]int, error) {
 		if flushes.Add(1) == 1 {
 			<-release // hold the first flush so the others queue up
 		}
@@ -36,7 +35,7 @@ func TestBatcherGroupsConcurrentCalls(t *testing.T) {
 	first := make(chan struct{})
 	wg.Go(func() {
 		close(first)
-		got, err := b.do(context.Background(), -1)
+		got, err := b.Do(context.Background(), -1)
 		require.NoError(t, err)
 		require.Equal(t, -2, got)
 	})
@@ -45,7 +44,7 @@ func TestBatcherGroupsConcurrentCalls(t *testing.T) {
 	const callers = 100
 	for i := range callers {
 		wg.Go(func() {
-			got, err := b.do(context.Background(), i)
+			got, err := b.Do(context.Background(), i)
 			require.NoError(t, err)
 			require.Equal(t, 2*i, got)
 		})
@@ -69,16 +68,16 @@ func TestBatcherErrorsFailTheirBatch(t *testing.T) {
 	boom := errors.New("boom")
 	var fail atomic.Bool
 	fail.Store(true)
-	b := newBatcher(8, 2, func(_ context.Context, in []string) ([]string, error) {
+	b := New(8, 2, func(_ context.Context, in []string) ([]string, error) {
 		if fail.Load() {
 			return nil, boom
 		}
 		return in, nil
 	})
-	_, err := b.do(context.Background(), "a")
+	_, err := b.Do(context.Background(), "a")
 	require.ErrorIs(t, err, boom)
 	fail.Store(false)
-	got, err := b.do(context.Background(), "b")
+	got, err := b.Do(context.Background(), "b")
 	require.NoError(t, err)
 	require.Equal(t, "b", got)
 }
@@ -89,62 +88,15 @@ func TestBatcherCallerGivesUp(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	var flushed atomic.Int64
-	b := newBatcher(8, 1, func(_ context.Context, in []int) ([]int, error) {
+	b := New(8, 1, func(_ context.Context, in []int) ([]int, error) {
 		<-release
 		flushed.Add(int64(len(in)))
 		return in, nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	_, err := b.do(ctx, 1)
+	_, err := b.Do(ctx, 1)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	close(release)
 	require.Eventually(t, func() bool { return flushed.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
-}
-
-// The open set only ever errs towards reading the record: any wake-up of an
-// id, or of everyone, forgets it.
-func TestHubForgetsOpenIDsOnEveryWakeUp(t *testing.T) {
-	t.Parallel()
-	h := newHub()
-	a, b, c := uuid.New(), uuid.New(), uuid.New()
-	for _, id := range []uuid.UUID{a, b, c} {
-		h.opened(id)
-	}
-	require.True(t, h.isOpen(a))
-	h.wake(a)
-	require.False(t, h.isOpen(a), "a terminal transition forgets the id")
-	h.deliver(b, &Request{ID: b, Status: StatusReplied})
-	require.False(t, h.isOpen(b))
-	require.True(t, h.isOpen(c))
-	h.wakeAll()
-	require.False(t, h.isOpen(c), "missed notifications forget every id")
-}
-
-// Terminal records delivered to the hub are kept for a short while, within
-// bounds on count and age; open ones are not kept at all.
-func TestHubKeepsRecentTerminalRecords(t *testing.T) {
-	t.Parallel()
-	h := newHub()
-	now := time.Now()
-	open := &Request{ID: uuid.New(), Status: StatusPending}
-	h.deliver(open.ID, open)
-	require.Nil(t, h.recentRecord(open.ID, now), "an open record may still change")
-
-	done := &Request{ID: uuid.New(), Status: StatusReplied, Reply: &Reply{Body: []byte(`{}`)}}
-	h.deliver(done.ID, done)
-	require.Same(t, done, h.recentRecord(done.ID, now))
-	require.Nil(t, h.recentRecord(done.ID, time.Now().Add(recentFor)), "kept for recentFor only")
-
-	h.mu.Lock()
-	for range maxRecent {
-		r := &Request{ID: uuid.New(), Status: StatusExpired}
-		h.remember(r, now)
-	}
-	h.mu.Unlock()
-	require.Nil(t, h.recentRecord(done.ID, now), "the oldest goes first past maxRecent")
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	require.Len(t, h.recent, maxRecent)
-	require.Len(t, h.recentOrder, maxRecent)
 }

@@ -1,4 +1,8 @@
-package correlation
+// Package groupcommit turns concurrent database writes into group commits:
+// calls that arrive while a flush is under way share the next statement and
+// its commit. The correlation store batches its hot path with it, and the
+// event history its inserts.
+package groupcommit
 
 import (
 	"context"
@@ -9,13 +13,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// A batcher turns concurrent calls into group commits: calls that arrive
+// A Batcher turns concurrent calls into group commits: calls that arrive
 // while a flush is under way queue up and go to the database together in the
 // next one, in one statement and one commit. A call that finds a flusher
 // free is flushed at once, alone, so a quiet gateway adds no latency; under
 // load, batches grow by themselves up to maxBatch. Nothing is acknowledged
 // to a caller before its batch has committed.
-type batcher[In, Out any] struct {
+type Batcher[In, Out any] struct {
 	// flush runs one batch and returns one result per input, in order, or
 	// one error for the whole batch.
 	flush       func(ctx context.Context, in []In) ([]Out, error)
@@ -35,15 +39,17 @@ type batchCall[In, Out any] struct {
 	done chan struct{}
 }
 
-func newBatcher[In, Out any](maxBatch, maxFlushers int, flush func(context.Context, []In) ([]Out, error)) *batcher[In, Out] {
-	return &batcher[In, Out]{flush: flush, maxBatch: maxBatch, maxFlushers: maxFlushers, timeout: 30 * time.Second}
+// New returns a batcher that flushes at most maxBatch calls at once, with
+// at most maxFlushers flushes (each on its own connection) at a time.
+func New[In, Out any](maxBatch, maxFlushers int, flush func(context.Context, []In) ([]Out, error)) *Batcher[In, Out] {
+	return &Batcher[In, Out]{flush: flush, maxBatch: maxBatch, maxFlushers: maxFlushers, timeout: 30 * time.Second}
 }
 
-// do adds in to the next batch and returns its result once that batch has
+// Do adds in to the next batch and returns its result once that batch has
 // been flushed. A caller whose ctx ends first gets ctx's error; its input
 // may still be committed with the batch, exactly as a single statement may
 // commit after its caller stopped waiting.
-func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
+func (b *Batcher[In, Out]) Do(ctx context.Context, in In) (Out, error) {
 	c := &batchCall[In, Out]{in: in, done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
@@ -62,7 +68,7 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
 }
 
 // run flushes batches until the queue is empty.
-func (b *batcher[In, Out]) run() {
+func (b *Batcher[In, Out]) run() {
 	for {
 		b.mu.Lock()
 		n := min(len(b.queue), b.maxBatch)
