@@ -26,10 +26,13 @@ run: build ## Run the gateway on :8080 and the demo echo responder against local
 	SWITCHBOARD_WEBHOOK_SECRETS="$${SWITCHBOARD_WEBHOOK_SECRETS:-$(DEV_WEBHOOK_SECRET)}" ./$(BIN) serve
 
 .PHONY: testdeps
-testdeps: ## Install test-only dependencies: the standardwebhooks npm package the webhook tests verify signatures with
+testdeps: ## Install test-only npm packages: standardwebhooks and cloudevents, the independent checkers of webhooks and events
 	@if [ -d webhook/testdata/standardwebhooks/node_modules/standardwebhooks ]; then :; \
 	elif command -v npm >/dev/null; then cd webhook/testdata/standardwebhooks && npm ci --no-audit --no-fund; \
 	else echo "testdeps: npm not found; the Standard Webhooks interoperability test will skip (and fail under CI=true)"; fi
+	@if [ -d gateway/testdata/cloudevents/node_modules/cloudevents ]; then :; \
+	elif command -v npm >/dev/null; then cd gateway/testdata/cloudevents && npm ci --no-audit --no-fund; \
+	else echo "testdeps: npm not found; the CloudEvents SDK interoperability tests will skip (and fail under CI=true)"; fi
 
 .PHONY: test
 test: testdeps ## Run every test with -race against the real Postgres and RabbitMQ

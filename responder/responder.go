@@ -7,6 +7,10 @@
 // crash anywhere in between means the request is redelivered and handled
 // again; the gateway keeps the first reply and ignores duplicates.
 //
+// While it works, a Handler may tell followers of the request how far along
+// it is with Progress, or publish other events about it with PublishEvent
+// (CONTRACT §5): CloudEvents on the events exchange, confirmed by the broker.
+//
 // Nothing here is required by the gateway: a responder written with any AMQP
 // client that follows CONTRACT §3 works just as well.
 package responder
@@ -54,7 +58,10 @@ type Config struct {
 	// Concurrency is how many requests are handled at once, default Prefetch.
 	Concurrency int
 	AppID       string
-	Logger      *slog.Logger
+	// EventsExchange is the topic exchange Progress and PublishEvent
+	// publish to, default switchboard.events.
+	EventsExchange string
+	Logger         *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -63,6 +70,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Exchange == "" {
 		c.Exchange = "switchboard.requests"
+	}
+	if c.EventsExchange == "" {
+		c.EventsExchange = "switchboard.events"
 	}
 	if c.Queue == "" {
 		return errors.New("responder queue name is empty")
@@ -162,6 +172,8 @@ func (r *Responder) session(ctx context.Context) error {
 		return err
 	}
 	defer out.close()
+	events := newEventPublisher(conn, r.cfg.EventsExchange)
+	defer events.close()
 
 	tag := "responder-" + uuid.NewString()
 	deliveries, err := in.Consume(r.cfg.Queue, tag, false, false, false, false, nil)
@@ -177,7 +189,7 @@ func (r *Responder) session(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for d := range deliveries {
-				r.handle(work, out, d)
+				r.handle(work, out, events, d)
 			}
 		}()
 	}
@@ -200,7 +212,7 @@ func (r *Responder) session(ctx context.Context) error {
 	}
 }
 
-func (r *Responder) handle(ctx context.Context, out *replier, d amqp.Delivery) {
+func (r *Responder) handle(ctx context.Context, out *replier, events *eventPublisher, d amqp.Delivery) {
 	req := Request{ID: d.MessageId, RoutingKey: d.RoutingKey, Body: d.Body, Headers: d.Headers}
 	if t, ok := amqpheader.Int(d.Headers["time"]); ok {
 		req.Time = t
@@ -218,6 +230,7 @@ func (r *Responder) handle(ctx context.Context, out *replier, d amqp.Delivery) {
 		hctx, cancel = context.WithDeadline(ctx, req.Deadline)
 		defer cancel()
 	}
+	hctx = withHandlerEvents(hctx, &handlerEvents{req: req, pub: events, source: r.eventSource(), appID: r.cfg.AppID})
 	log := r.cfg.Logger.With("request_id", req.ID, "routing_key", req.RoutingKey)
 
 	if d.ReplyTo == "" {
