@@ -23,6 +23,7 @@ import (
 
 	"github.com/switchboard-gw/switchboard/api"
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/events"
 	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/responder"
@@ -40,6 +41,8 @@ type bundle struct {
 	gw      *gateway.Gateway
 	api     *api.Server
 	http    *http.Client
+	history *events.Store
+	live    *events.Hub
 }
 
 type options struct {
@@ -106,6 +109,7 @@ func setup(t *testing.T, opts options) *bundle {
 	gcfg.EventsExchange = b.names.EventsExchange
 	gcfg.DeadLetterExchange = b.names.DeadLetterExchange
 	gcfg.DeadLetterQueue = b.names.DeadLetterQueue
+	gcfg.EventHistoryQueue = b.names.EventHistoryQueue
 	gcfg.SweepInterval = 200 * time.Millisecond
 	gcfg.RelayInterval = 200 * time.Millisecond
 	gcfg.ReconnectMin = 50 * time.Millisecond
@@ -145,6 +149,12 @@ func setup(t *testing.T, opts options) *bundle {
 		hooks.Deliveries, hooks.Nudge = dispatcher.Store(), dispatcher.Nudge
 	}
 	b.api.SetWebhooks(hooks)
+	b.history = events.NewStore(pool, 50, logger)
+	b.live = events.NewHub(8, 64)
+	b.gw.SetEventSinks(gateway.EventSinks{History: b.history, Live: b.live})
+	b.api.SetEvents(api.Events{History: b.history, Live: b.live, Wake: b.gw.WakeRelay,
+		Heartbeat: 200 * time.Millisecond, Settle: time.Second})
+	b.api.SetCORS([]string{"https://app.example.com"})
 	srv := httptest.NewServer(b.api.Handler())
 	b.url = srv.URL
 	b.http = srv.Client()
@@ -159,6 +169,8 @@ func setup(t *testing.T, opts options) *bundle {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = dispatcher.Run(ctx) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); b.history.Listen(ctx) }()
 	t.Cleanup(func() {
 		b.api.Drain()
 		srv.Close()
@@ -184,7 +196,7 @@ func (b *bundle) echo(t *testing.T, queue string, patterns ...string) {
 func (b *bundle) responder(t *testing.T, queue string, h responder.Handler, patterns ...string) {
 	t.Helper()
 	r, err := responder.New(responder.Config{
-		AMQPURL: b.amqpURL, Exchange: b.names.Exchange, Queue: b.names.Queue(queue),
+		AMQPURL: b.amqpURL, Exchange: b.names.Exchange, EventsExchange: b.names.EventsExchange, Queue: b.names.Queue(queue),
 		Patterns: patterns, Logger: testLogger(t),
 	}, h)
 	require.NoError(t, err)

@@ -79,7 +79,7 @@ func TestCancelWhileBrokerDownIsAnnouncedLater(t *testing.T) {
 	proxy.Cut()
 	require.Eventually(t, func() bool { return !b.gw.Connected() }, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, 200, b.do(t, "DELETE", "/v1/requests/"+id, nil, "").status)
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM event_outbox`), "the event waits in the outbox")
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM event_outbox WHERE routing_key LIKE 'request.cancelled.%'`), "the event waits in the outbox")
 	proxy.Restore()
 	d := getOne(t, ch, q)
 	require.Contains(t, string(d.Body), id)

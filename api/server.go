@@ -71,6 +71,7 @@ type Gateway interface {
 type Records interface {
 	Get(ctx context.Context, id uuid.UUID) (correlation.Request, error)
 	Wait(ctx context.Context, id uuid.UUID, timeout time.Duration) (correlation.Request, error)
+	List(ctx context.Context, f correlation.Filter) ([]correlation.Request, error)
 	ListDeadLetters(ctx context.Context, limit int, before int64) ([]correlation.DeadLetter, error)
 	DeadLetterCount(ctx context.Context) (int, error)
 	Ping(ctx context.Context) error
@@ -87,6 +88,12 @@ type Server struct {
 	now     func() time.Time
 	// webhooks is zero when webhooks are off.
 	webhooks Webhooks
+	// events is zero when the event endpoints are off.
+	events Events
+	// console serves the web console at /ui/ (nil: none).
+	console http.Handler
+	// cors is the CORS middleware (nil: CORS off).
+	cors func(http.Handler) http.Handler
 	// draining ends every long-poll early (answering with the record as it
 	// is) so a graceful shutdown does not wait out MaxWait.
 	draining context.Context
@@ -101,6 +108,17 @@ func New(cfg Config, gw Gateway, records Records, metrics http.Handler, newID fu
 	draining, drain := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, gw: gw, records: records, metrics: metrics, logger: logger, newID: newID, now: time.Now,
 		draining: draining, drain: drain}, nil
+}
+
+// SetConsole serves h (the web console) at /ui/; call it before Handler.
+func (s *Server) SetConsole(h http.Handler) { s.console = h }
+
+// SetCORS lets browsers on the allowed origins call the API (see CORS);
+// call it before Handler. An empty list leaves CORS off.
+func (s *Server) SetCORS(allowed []string) {
+	if len(allowed) > 0 {
+		s.cors = CORS(allowed)
+	}
 }
 
 // Drain makes every current and future long-poll answer at once, for a
@@ -125,6 +143,9 @@ func (s *Server) wait(ctx context.Context, id uuid.UUID, d time.Duration) (corre
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.recoverer, s.accessLog)
+	if s.cors != nil {
+		r.Use(s.cors)
+	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, errNotFound("nothing is served at "+r.URL.Path))
 	})
@@ -137,14 +158,25 @@ func (s *Server) Handler() http.Handler {
 	r.Method(http.MethodGet, "/metrics", s.metrics)
 
 	r.Route("/v1", func(r chi.Router) {
+		r.Get("/requests", s.listRequests)
 		r.Get("/requests/{id}", s.getRequest)
 		r.Delete("/requests/{id}", s.cancelRequest)
 		r.Get("/requests/{id}/reply", s.getReply)
 		r.Get("/requests/{id}/deliveries", s.listDeliveries)
 		r.Post("/requests/{id}/deliveries/retry", s.retryDelivery)
+		r.Get("/requests/{id}/events", s.requestEvents)
+		r.Post("/requests/{id}/events", s.postEvent)
+		r.Get("/events", s.topicEvents)
 		r.Post("/replies", s.postReply)
 		r.Get("/dead-letters", s.listDeadLetters)
 	})
+
+	if s.console != nil {
+		r.Get("/ui", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
+		})
+		r.Method(http.MethodGet, "/ui/*", s.console)
+	}
 
 	// Everything else POSTed is a request for a service.
 	r.Post("/*", s.submit)

@@ -3,6 +3,7 @@ package correlation
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,10 +19,12 @@ type Event struct {
 	Body       []byte
 }
 
-// Cancel marks an open (queued or pending) request cancelled, wakes its
-// waiters, and records the event that announces it in the event outbox, all
-// in one transaction. A terminal request is returned with ErrNotCancellable.
-func (s *Store) Cancel(ctx context.Context, id uuid.UUID, announce func(Request) Event) (Request, error) {
+// Cancel marks an open (queued or pending) request cancelled and wakes its
+// waiters. The request.cancelled event that announces it to the responder
+// is written to the event outbox by the same statement (a trigger, with
+// every lifecycle event). A terminal request is returned with
+// ErrNotCancellable.
+func (s *Store) Cancel(ctx context.Context, id uuid.UUID) (Request, error) {
 	var r Request
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
@@ -30,10 +33,6 @@ func (s *Store) Cancel(ctx context.Context, id uuid.UUID, announce func(Request)
 			WHERE id = $1 AND status IN ('queued', 'pending')
 			RETURNING `+requestColumns, id))
 		if err != nil {
-			return err
-		}
-		ev := announce(r)
-		if _, err := tx.Exec(ctx, `INSERT INTO event_outbox (routing_key, body) VALUES ($1, $2)`, ev.RoutingKey, ev.Body); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, `SELECT pg_notify('`+notifyChannel+`', $1::text)`, id)
@@ -224,7 +223,7 @@ func (s *Store) MarkReplyDelivered(ctx context.Context, receipts []Receipt,
 			WITH locked AS (
 				SELECT id AS l_id FROM requests
 				WHERE id = ANY($1::uuid[]) AND reply_delivered_at IS NULL AND status IN ('replied', 'failed')
-				ORDER BY id FOR UPDATE)
+				ORDER BY id FOR NO KEY UPDATE)
 			UPDATE requests SET reply_delivered_at = now()
 			FROM locked
 			WHERE id = l_id AND reply_delivered_at IS NULL
@@ -251,4 +250,44 @@ func (s *Store) MarkReplyDelivered(ctx context.Context, receipts []Receipt,
 		return 0, dbErr("record reply receipts", err)
 	}
 	return n, nil
+}
+
+// Filter selects requests for List.
+type Filter struct {
+	Status Status // empty: any
+	// RoutingKey is a routing key, or a prefix ending in ".#" (a.b.# is
+	// a.b and everything under it); empty: any.
+	RoutingKey string
+	Before     uuid.UUID // only ids below this one; uuid.Nil: from the newest
+	Limit      int
+}
+
+// List returns requests matching f in descending id order, which for the
+// gateway's own v7 ids is newest first.
+func (s *Store) List(ctx context.Context, f Filter) ([]Request, error) {
+	before := uuid.Max
+	if f.Before != uuid.Nil {
+		before = f.Before
+	}
+	exact, prefix := f.RoutingKey, ""
+	if p, ok := strings.CutSuffix(f.RoutingKey, ".#"); ok {
+		exact, prefix = p, p+"."
+	} else if f.RoutingKey == "#" {
+		exact = ""
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+requestColumns+` FROM requests
+		WHERE id < $1
+		  AND ($2 = '' OR status = $2)
+		  AND ($3 = '' OR routing_key = $3 OR ($4 <> '' AND starts_with(routing_key, $4)))
+		ORDER BY id DESC
+		LIMIT $5`, [16]byte(before), string(f.Status), exact, prefix, f.Limit)
+	if err != nil {
+		return nil, dbErr("list requests", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Request, error) { return scanRequest(row) })
+	if err != nil {
+		return nil, dbErr("list requests", err)
+	}
+	return out, nil
 }

@@ -217,7 +217,7 @@ func (s *Store) MarkPublished(ctx context.Context, id uuid.UUID) error {
 func (s *Store) flushPublished(ctx context.Context, ids []uuid.UUID) ([]struct{}, error) {
 	_, err := s.pool.Exec(ctx, `
 		WITH locked AS (
-			SELECT id FROM requests WHERE id = ANY($1::uuid[]) AND status = 'queued' ORDER BY id FOR UPDATE)
+			SELECT id FROM requests WHERE id = ANY($1::uuid[]) AND status = 'queued' ORDER BY id FOR NO KEY UPDATE)
 		UPDATE requests
 		SET status = 'pending', published_at = now(), updated_at = now(),
 		    publish_attempts = publish_attempts + 1, last_error = NULL
@@ -376,7 +376,7 @@ func (s *Store) flushReplies(ctx context.Context, in []replyRow) ([]*Request, er
 		locked AS (
 			SELECT id AS l_id FROM requests
 			WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'pending')
-			ORDER BY id FOR UPDATE),
+			ORDER BY id FOR NO KEY UPDATE),
 		u AS (
 			UPDATE requests
 			SET status = v_status, reply_message_id = v_msg, reply_correlation_id = v_corr,
@@ -484,7 +484,7 @@ func (s *Store) expire(ctx context.Context, extraWhere string, args ...any) (int
 		WITH locked AS (
 			SELECT id AS l_id FROM requests
 			WHERE `+extraWhere+` status IN ('queued', 'pending') AND expires_at <= now()
-			ORDER BY id FOR UPDATE),
+			ORDER BY id FOR NO KEY UPDATE),
 		u AS (
 			UPDATE requests SET status = 'expired', updated_at = now()
 			FROM locked

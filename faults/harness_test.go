@@ -50,7 +50,8 @@ func newWorld(t *testing.T, name string) *world {
 	w.rabbit = faultenv.StartRabbit(t)
 	p := "sbfault." + testsvc.RandomSuffix()
 	w.names = testsvc.Names{Exchange: p + ".requests", ReplyQueue: p + ".replies", EventsExchange: p + ".events",
-		DeadLetterExchange: p + ".dead-letters", DeadLetterQueue: p + ".dead-letters", Prefix: p}
+		DeadLetterExchange: p + ".dead-letters", DeadLetterQueue: p + ".dead-letters",
+		EventHistoryQueue: p + ".event-history", Prefix: p}
 	t.Cleanup(func() {
 		if w.db != nil {
 			w.db.Close()
@@ -91,6 +92,7 @@ func (w *world) gatewayEnv(amqpURL string) []string {
 		"SWITCHBOARD_EVENTS_EXCHANGE=" + w.names.EventsExchange,
 		"SWITCHBOARD_DEAD_LETTER_EXCHANGE=" + w.names.DeadLetterExchange,
 		"SWITCHBOARD_DEAD_LETTER_QUEUE=" + w.names.DeadLetterQueue,
+		"SWITCHBOARD_EVENT_HISTORY_QUEUE=" + w.names.EventHistoryQueue,
 		"SWITCHBOARD_CONFIRM_TIMEOUT=" + confirmTimeout.String(),
 		"SWITCHBOARD_SHUTDOWN_TIMEOUT=5s",
 		"SWITCHBOARD_MAX_WAIT=10s",

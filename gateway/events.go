@@ -11,22 +11,12 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/events"
 )
 
-// CloudEvent is the structured-mode CloudEvents 1.0 JSON envelope of every
-// event the gateway publishes on the events exchange. correlationid is an
-// extension attribute carrying the request id.
-type CloudEvent struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            string          `json:"type"`
-	Time            time.Time       `json:"time"`
-	Subject         string          `json:"subject,omitempty"`
-	DataContentType string          `json:"datacontenttype"`
-	CorrelationID   string          `json:"correlationid,omitempty"`
-	Data            json.RawMessage `json:"data"`
-}
+// CloudEvent is the envelope of every event on the events exchange (see
+// package events).
+type CloudEvent = events.CloudEvent
 
 // requestEventData is the data of the gateway's request.* events.
 type requestEventData struct {
@@ -37,12 +27,6 @@ type requestEventData struct {
 	// webhook or read.
 	Via string `json:"via,omitempty"`
 }
-
-// CancelRoutingKey is the events-exchange routing key of the event that
-// announces the cancellation of a request with routing key key:
-// request.cancelled.<key>. A responder serving workflow.# binds
-// request.cancelled.workflow.# to hear about its own requests.
-func CancelRoutingKey(key string) string { return "request.cancelled." + key }
 
 // requestEvent builds the event of type typ about r.
 func requestEvent(typ, routingKey string, r correlation.Request, via string, now time.Time) correlation.Event {
@@ -61,11 +45,9 @@ var ErrNotCancellable = correlation.ErrNotCancellable
 // are woken, and a request.cancelled event is published for the responder
 // (through the event outbox, so it is not lost while the broker is away).
 func (g *Gateway) Cancel(ctx context.Context, id uuid.UUID) (correlation.Request, error) {
-	r, err := g.store.Cancel(ctx, id, func(r correlation.Request) correlation.Event {
-		return requestEvent("request.cancelled", CancelRoutingKey(r.RoutingKey), r, "", time.Now())
-	})
+	r, err := g.store.Cancel(ctx, id)
 	if err == nil {
-		g.wakeRelay()
+		g.wakeEvents()
 	}
 	return r, err
 }

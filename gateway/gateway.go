@@ -48,6 +48,10 @@ type Config struct {
 	// EventsExchange is the durable topic exchange for lifecycle events
 	// (request.cancelled.<routing key>, ...).
 	EventsExchange string
+	// EventHistoryQueue is the durable quorum queue, shared by every
+	// instance and bound to # on EventsExchange, whose events are stored in
+	// the history of the request they name.
+	EventHistoryQueue string
 	// DeadLetterExchange and DeadLetterQueue receive replies the broker gave
 	// up on (rejected as unprocessable, or over the delivery limit); the
 	// gateway records each in the dead_letters table.
@@ -89,6 +93,7 @@ func DefaultConfig() Config {
 		ReplyDeliveryLimit: 20,
 		MaxReplyBytes:      8 << 20,
 		EventsExchange:     "switchboard.events",
+		EventHistoryQueue:  "switchboard.event-history",
 		DeadLetterExchange: "switchboard.dead-letters",
 		DeadLetterQueue:    "switchboard.dead-letters",
 		AppID:              "switchboard",
@@ -115,8 +120,8 @@ func (c Config) Validate() error {
 		return errors.New("request exchange is empty")
 	case c.ReplyQueue == "":
 		return errors.New("reply queue is empty")
-	case c.EventsExchange == "" || c.DeadLetterExchange == "" || c.DeadLetterQueue == "":
-		return errors.New("events exchange and dead-letter exchange and queue must be named")
+	case c.EventsExchange == "" || c.EventHistoryQueue == "" || c.DeadLetterExchange == "" || c.DeadLetterQueue == "":
+		return errors.New("events exchange and history queue, and dead-letter exchange and queue, must be named")
 	case c.ReplyDeliveryLimit < 1:
 		return errors.New("reply delivery limit must be at least 1")
 	case c.MaxReplyBytes < 1:
@@ -151,7 +156,13 @@ type Gateway struct {
 	replies   *replyConsumer
 	dead      *deadLetterConsumer
 	relayWake chan struct{}
-	receipts  chan uuid.UUID
+	// eventsWake wakes the event relay (runEventRelay).
+	eventsWake chan struct{}
+	receipts   chan uuid.UUID
+	// sinks take consumed events; liveActivity carries the number of topic
+	// subscribers as it changes.
+	sinks        EventSinks
+	liveActivity chan int
 }
 
 // New builds a gateway; nothing connects until Run.
@@ -162,13 +173,13 @@ func New(cfg Config, store *correlation.Store, metrics *Metrics, logger *slog.Lo
 	if metrics == nil {
 		metrics = NewMetrics(nil)
 	}
-	g := &Gateway{cfg: cfg, store: store, logger: logger, metrics: metrics, relayWake: make(chan struct{}, 1),
-		receipts: make(chan uuid.UUID, receiptQueue)}
+	g := &Gateway{cfg: cfg, store: store, logger: logger, metrics: metrics, relayWake: make(chan struct{}, 1), eventsWake: make(chan struct{}, 1),
+		receipts: make(chan uuid.UUID, receiptQueue), liveActivity: make(chan int, 1)}
 	g.publisher = newPublisher(cfg.ConfirmTimeout, metrics, logger)
 	g.replies = &replyConsumer{cfg: cfg, store: g.StoreReply, logger: logger}
 	g.dead = &deadLetterConsumer{cfg: cfg, store: store, metrics: metrics, logger: logger}
 	g.conn = NewConnection(cfg.AMQPURL, cfg.ReconnectMin, cfg.ReconnectMax, metrics, logger,
-		g.declareTopology, g.publisher.serve, g.replies.serve, g.dead.serve)
+		g.declareTopology, g.publisher.serve, g.replies.serve, g.dead.serve, g.serveHistory, g.serveLive)
 	g.publisher.onReady = g.wakeRelay
 	return g, nil
 }
@@ -205,6 +216,9 @@ func (g *Gateway) declareTopology(conn *amqp.Connection) error {
 	}); err != nil {
 		return fmt.Errorf("declare queue %s (a queue of that name with other arguments must be deleted first): %w", g.cfg.ReplyQueue, err)
 	}
+	if g.sinks.History != nil {
+		return g.declareEventHistory(ch)
+	}
 	return nil
 }
 
@@ -213,8 +227,9 @@ func (g *Gateway) declareTopology(conn *amqp.Connection) error {
 // in-flight reply has been acked or released back to the queue.
 func (g *Gateway) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); g.conn.Run(ctx) }()
+	go func() { defer wg.Done(); g.runEventRelay(ctx) }()
 	go func() { defer wg.Done(); g.runReceipts(ctx) }()
 	go func() { defer wg.Done(); g.runRelay(ctx) }()
 	go func() { defer wg.Done(); g.runSweeper(ctx) }()
@@ -250,6 +265,7 @@ func (g *Gateway) Submit(ctx context.Context, n correlation.NewRequest) (correla
 		return r, created, err
 	}
 	g.metrics.RequestsAccepted.Inc()
+	g.wakeEvents() // request.accepted
 
 	// From here the request is committed: finish recording the publish
 	// outcome even if the client goes away, or the relay would publish it a
@@ -290,6 +306,9 @@ func (g *Gateway) StoreReply(ctx context.Context, in correlation.IncomingReply) 
 		return outcome, err
 	}
 	g.metrics.Replies.WithLabelValues(in.Source, string(outcome)).Inc()
+	if outcome == correlation.OutcomeStored {
+		g.wakeEvents() // request.replied or request.failed
+	}
 	switch outcome {
 	case correlation.OutcomeStored, correlation.OutcomeDuplicate:
 		g.logger.Debug("reply", "request_id", in.CorrelationID, "outcome", outcome, "source", in.Source)
@@ -299,6 +318,9 @@ func (g *Gateway) StoreReply(ctx context.Context, in correlation.IncomingReply) 
 	}
 	return outcome, nil
 }
+
+// WakeRelay makes the event relay look for events to publish now.
+func (g *Gateway) WakeRelay() { g.wakeEvents() }
 
 func (g *Gateway) wakeRelay() {
 	select {
@@ -325,9 +347,41 @@ func (g *Gateway) runRelay(ctx context.Context) {
 		g.drain(ctx, "outbox relay", func() (int, error) {
 			return g.store.ClaimOutbox(ctx, g.cfg.RelayBatch, relayBackoff, g.publishBatch)
 		})
-		g.drain(ctx, "event relay", func() (int, error) {
-			return g.store.ClaimEvents(ctx, g.cfg.RelayBatch, relayBackoff, g.publishEvents)
-		})
+		g.drainEvents(ctx)
+	}
+}
+
+// runEventRelay publishes the event outbox. Lifecycle events are written
+// by triggers on every submit and every ending, so it is woken by those
+// (wakes coalesce: under load it runs back to back, a batch at a time) and
+// by its ticker for events written by other instances.
+func (g *Gateway) runEventRelay(ctx context.Context) {
+	tick := time.NewTicker(g.cfg.RelayInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-g.eventsWake:
+		}
+		if g.publisher.ready() {
+			g.drainEvents(ctx)
+		}
+	}
+}
+
+func (g *Gateway) drainEvents(ctx context.Context) {
+	g.drain(ctx, "event relay", func() (int, error) {
+		return g.store.ClaimEvents(ctx, g.cfg.RelayBatch, relayBackoff, g.publishEvents)
+	})
+}
+
+// wakeEvents makes the event relay look for events now.
+func (g *Gateway) wakeEvents() {
+	select {
+	case g.eventsWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -402,6 +456,7 @@ func (g *Gateway) runSweeper(ctx context.Context) {
 		}
 		if n > 0 {
 			g.metrics.Expired.Add(float64(n))
+			g.wakeEvents() // request.expired
 			g.logger.Info("expired overdue requests", "count", n)
 		}
 	}

@@ -16,6 +16,7 @@ type Metrics struct {
 	Purged           prometheus.Counter
 	Receipts         *prometheus.CounterVec
 	ReceiptErrors    prometheus.Counter
+	Events           *prometheus.CounterVec
 }
 
 // NewMetrics creates the instruments and registers them with reg (nil: not
@@ -52,11 +53,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"via"}),
 		ReceiptErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_reply_receipt_errors_total", Help: "Reply receipts that could not be recorded (Postgres errors, retried; or dropped when the receipt queue was full)."}),
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_events_total",
+			Help: "Events consumed from the events exchange, by outcome (stored, duplicate, unknown, over_limit, no_request, invalid, error)."},
+			[]string{"outcome"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.RequestsAccepted, m.Publishes, m.RelayPublishes, m.ConfirmSeconds,
 			m.Replies, m.DeadLetters, m.DeadLetterErrors, m.Expired, m.Reconnects, m.Purged,
-			m.Receipts, m.ReceiptErrors)
+			m.Receipts, m.ReceiptErrors, m.Events)
 	}
 	return m
 }

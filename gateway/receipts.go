@@ -35,7 +35,7 @@ func (g *Gateway) ReplyDelivered(ctx context.Context, id uuid.UUID, via string) 
 	}
 	if n > 0 {
 		g.metrics.Receipts.WithLabelValues(via).Add(float64(n))
-		g.wakeRelay()
+		g.wakeEvents()
 	}
 	return nil
 }
@@ -64,7 +64,7 @@ func (g *Gateway) runReceipts(ctx context.Context) {
 			if err == nil {
 				if n > 0 {
 					g.metrics.Receipts.WithLabelValues("read").Add(float64(n))
-					g.wakeRelay()
+					g.wakeEvents()
 				}
 				batch = batch[:0]
 				return

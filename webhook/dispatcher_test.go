@@ -249,9 +249,7 @@ func TestDeliversEveryOutcome(t *testing.T) {
 		return id
 	}
 	cancelled := create(time.Hour)
-	_, err := e.store.Cancel(ctx, cancelled, func(correlation.Request) correlation.Event {
-		return correlation.Event{RoutingKey: "request.cancelled.a.b", Body: []byte(`{}`)}
-	})
+	_, err := e.store.Cancel(ctx, cancelled)
 	require.NoError(t, err)
 	unroutable := create(time.Hour)
 	require.NoError(t, e.store.MarkUnroutable(ctx, unroutable))

@@ -42,6 +42,7 @@ type names struct {
 	Prefix   string // every exchange and queue starts with it
 
 	Exchange, ReplyQueue, EventsExchange, DeadLetterExchange, DeadLetterQueue string // the gateway's
+	EventHistoryQueue                                                         string
 	EchoQueue, SinkQueue                                                      string
 	BaselineExchange, BaselineReplyQueue, BaselineEchoQueue                   string
 }
@@ -55,14 +56,15 @@ func newNames() names {
 		Suffix: s, Database: "sbbench_" + s, Prefix: p,
 		Exchange: p + ".requests", ReplyQueue: p + ".replies", EventsExchange: p + ".events",
 		DeadLetterExchange: p + ".dead-letters", DeadLetterQueue: p + ".dead-letters",
-		EchoQueue: p + ".echo", SinkQueue: p + ".sink",
+		EventHistoryQueue: p + ".event-history",
+		EchoQueue:         p + ".echo", SinkQueue: p + ".sink",
 		BaselineExchange: p + ".baseline.requests", BaselineReplyQueue: p + ".baseline.replies",
 		BaselineEchoQueue: p + ".baseline.echo",
 	}
 }
 
 func (n names) queues() []string {
-	return []string{n.ReplyQueue, n.DeadLetterQueue, n.EchoQueue, n.SinkQueue, n.BaselineReplyQueue, n.BaselineEchoQueue}
+	return []string{n.ReplyQueue, n.DeadLetterQueue, n.EventHistoryQueue, n.EchoQueue, n.SinkQueue, n.BaselineReplyQueue, n.BaselineEchoQueue}
 }
 
 func (n names) exchanges() []string {

@@ -214,6 +214,7 @@ func (n names) gatewayEnv(dbURL, amqpURL string, dbMaxConns int) []string {
 		"SWITCHBOARD_EVENTS_EXCHANGE=" + n.EventsExchange,
 		"SWITCHBOARD_DEAD_LETTER_EXCHANGE=" + n.DeadLetterExchange,
 		"SWITCHBOARD_DEAD_LETTER_QUEUE=" + n.DeadLetterQueue,
+		"SWITCHBOARD_EVENT_HISTORY_QUEUE=" + n.EventHistoryQueue,
 		"SWITCHBOARD_DB_MAX_CONNS=" + strconv.Itoa(dbMaxConns),
 		"SWITCHBOARD_LOG_FORMAT=json",
 		"SWITCHBOARD_LOG_LEVEL=info",

@@ -37,6 +37,13 @@ type serveConfig struct {
 	Webhooks      webhook.Config
 	WebhookPolicy webhook.Policy
 	WebhookAllow  string // the allow-list as configured, for the start-up log
+	// Events: the history kept per request, topic subscriptions, lifecycle
+	// events and browsers.
+	EventsPerRequest int
+	MaxSubscribers   int
+	LifecycleEvents  bool
+	CORSOrigins      []string
+	Console          bool
 }
 
 // WebhooksOn reports whether Reply-To webhooks are delivered.
@@ -121,7 +128,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	c := serveConfig{API: api.DefaultConfig(), Gateway: gateway.DefaultConfig(), Webhooks: webhook.DefaultConfig()}
 	f := newEnvFlags("serve", getenv, out)
 	var maxBody int
-	var logLevel, allow, schedule string
+	var logLevel, allow, schedule, cors string
 	f.str(&c.HTTPAddr, "http-addr", "SWITCHBOARD_HTTP_ADDR", defaultHTTPAddr, "HTTP listen address")
 	f.str(&c.DatabaseURL, "database-url", "SWITCHBOARD_DATABASE_URL", defaultDatabaseURL, "Postgres URL; the database is created if missing")
 	f.str(&c.Gateway.AMQPURL, "amqp-url", "SWITCHBOARD_AMQP_URL", c.Gateway.AMQPURL, "RabbitMQ URL")
@@ -148,11 +155,28 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.str(&schedule, "webhook-schedule", "SWITCHBOARD_WEBHOOK_SCHEDULE", formatSchedule(webhook.DefaultSchedule), "delay before each webhook attempt, comma-separated; its length is the number of attempts")
 	f.dur(&c.Webhooks.Timeout, "webhook-timeout", "SWITCHBOARD_WEBHOOK_TIMEOUT", c.Webhooks.Timeout, "bound on one webhook attempt")
 	f.int(&c.Webhooks.Workers, "webhook-workers", "SWITCHBOARD_WEBHOOK_WORKERS", c.Webhooks.Workers, "webhook attempts made at once by this instance")
+	f.str(&c.Gateway.EventHistoryQueue, "event-history-queue", "SWITCHBOARD_EVENT_HISTORY_QUEUE", c.Gateway.EventHistoryQueue, "durable queue, bound to # on the events exchange, whose events are kept in each request's history")
+	f.int(&c.EventsPerRequest, "events-per-request", "SWITCHBOARD_EVENTS_PER_REQUEST", 1000, "events kept in one request's history")
+	f.int(&c.MaxSubscribers, "max-subscribers", "SWITCHBOARD_MAX_SUBSCRIBERS", 1000, "topic subscriptions (GET /v1/events) served at once by this instance")
+	f.boolean(&c.LifecycleEvents, "lifecycle-events", "SWITCHBOARD_LIFECYCLE_EVENTS", true, "publish request.accepted and request.<status> events on the events exchange")
+	f.str(&cors, "cors-origins", "SWITCHBOARD_CORS_ORIGINS", "", "origins whose browsers may call the API, comma-separated (e.g. https://app.example.com), or *; empty: CORS off")
+	f.boolean(&c.Console, "console", "SWITCHBOARD_CONSOLE", true, "serve the web console at /ui/")
 	f.logFlags(&logLevel, &c.LogFormat)
 	if err := f.parse(args); err != nil {
 		return c, err
 	}
 	c.API.MaxBodyBytes = int64(maxBody)
+	for _, o := range strings.FieldsFunc(cors, func(r rune) bool { return r == ',' || r == ' ' }) {
+		if o != "*" {
+			if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
+				return c, fmt.Errorf("SWITCHBOARD_CORS_ORIGINS: %q is not an origin (scheme://host[:port]) or *", o)
+			}
+		}
+		c.CORSOrigins = append(c.CORSOrigins, o)
+	}
+	if c.EventsPerRequest < 1 || c.MaxSubscribers < 0 {
+		return c, fmt.Errorf("events per request must be at least 1, and max subscribers 0 or more")
+	}
 	// Secrets come from the environment only: a flag would show them in the
 	// process list.
 	var err error
@@ -225,6 +249,12 @@ func (c serveConfig) logAttrs() []any {
 		"webhook_secrets", len(c.Webhooks.Secrets), // how many, never what
 		"webhook_allow", c.WebhookAllow,
 		"webhook_schedule", formatSchedule(c.Webhooks.Schedule),
+		"event_history_queue", c.Gateway.EventHistoryQueue,
+		"events_per_request", c.EventsPerRequest,
+		"max_subscribers", c.MaxSubscribers,
+		"lifecycle_events", c.LifecycleEvents,
+		"cors_origins", strings.Join(c.CORSOrigins, ","),
+		"console", c.Console,
 	}
 }
 

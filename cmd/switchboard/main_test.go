@@ -133,6 +133,7 @@ func env(dbURL, amqpURL string, n testsvc.Names) []string {
 		"SWITCHBOARD_EVENTS_EXCHANGE=" + n.EventsExchange,
 		"SWITCHBOARD_DEAD_LETTER_EXCHANGE=" + n.DeadLetterExchange,
 		"SWITCHBOARD_DEAD_LETTER_QUEUE=" + n.DeadLetterQueue,
+		"SWITCHBOARD_EVENT_HISTORY_QUEUE=" + n.EventHistoryQueue,
 		"SWITCHBOARD_LOG_FORMAT=json",
 	}
 }

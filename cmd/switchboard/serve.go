@@ -20,8 +20,10 @@ import (
 
 	"github.com/switchboard-gw/switchboard/api"
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/events"
 	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/migrations"
+	"github.com/switchboard-gw/switchboard/web"
 	"github.com/switchboard-gw/switchboard/webhook"
 )
 
@@ -47,6 +49,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("parse database url: %w", err)
 	}
 	poolCfg.MaxConns = int32(cfg.DBMaxConns)
+	if !cfg.LifecycleEvents {
+		// Read by the lifecycle-event triggers (migrations/0004_events.sql).
+		poolCfg.ConnConfig.RuntimeParams["switchboard.lifecycle_events"] = "off"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("open database pool: %w", err)
@@ -65,6 +71,20 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	history := events.NewStore(pool, cfg.EventsPerRequest, logger)
+	live := events.NewHub(cfg.MaxSubscribers, 256)
+	gw.SetEventSinks(gateway.EventSinks{History: history, Live: live})
+	srv.SetEvents(api.Events{History: history, Live: live, Wake: gw.WakeRelay})
+	srv.SetCORS(cfg.CORSOrigins)
+	if cfg.Console {
+		srv.SetConsole(web.Handler())
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_event_subscribers", Help: "Topic subscriptions (GET /v1/events) served by this instance.",
+	}, func() float64 { return float64(live.Count()) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "switchboard_event_subscribers_dropped_total", Help: "Topic subscribers disconnected because they fell behind.",
+	}, func() float64 { return float64(live.DroppedTotal()) }))
+
 	var dispatcher *webhook.Dispatcher
 	if cfg.WebhooksOn() {
 		client := webhook.NewClient(webhook.NewGuard(cfg.WebhookPolicy, nil, nil), cfg.Webhooks.Timeout)
@@ -113,6 +133,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	bg.Add(2)
 	go func() { defer bg.Done(); _ = store.Listen(bgCtx, nil) }()
 	go func() { defer bg.Done(); _ = gw.Run(bgCtx) }()
+	bg.Add(1)
+	go func() { defer bg.Done(); history.Listen(bgCtx) }()
 	if dispatcher != nil {
 		bg.Add(1)
 		go func() { defer bg.Done(); _ = dispatcher.Run(bgCtx) }()

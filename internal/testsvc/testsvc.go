@@ -173,6 +173,7 @@ type Names struct {
 	EventsExchange     string // lifecycle events exchange
 	DeadLetterExchange string // where the reply queue dead-letters to
 	DeadLetterQueue    string // the gateway's dead-letter queue
+	EventHistoryQueue  string // the gateway's event-history queue
 	Prefix             string // prefix for any other queue the test declares
 }
 
@@ -183,7 +184,8 @@ func BrokerNames(t testing.TB) Names {
 	url := AMQPURL(t)
 	p := "sbtest." + RandomSuffix()
 	n := Names{Exchange: p + ".requests", ReplyQueue: p + ".replies", EventsExchange: p + ".events",
-		DeadLetterExchange: p + ".dead-letters", DeadLetterQueue: p + ".dead-letters", Prefix: p}
+		DeadLetterExchange: p + ".dead-letters", DeadLetterQueue: p + ".dead-letters",
+		EventHistoryQueue: p + ".event-history", Prefix: p}
 	t.Cleanup(func() { deleteUnder(t, url, n) })
 	return n
 }
@@ -199,7 +201,7 @@ func deleteUnder(t testing.TB, url string, n Names) {
 	}
 	defer conn.Close()
 	trackedMu.Lock()
-	queues := append([]string{n.ReplyQueue, n.DeadLetterQueue}, tracked[n.Prefix]...)
+	queues := append([]string{n.ReplyQueue, n.DeadLetterQueue, n.EventHistoryQueue}, tracked[n.Prefix]...)
 	delete(tracked, n.Prefix)
 	trackedMu.Unlock()
 	for _, q := range queues {
