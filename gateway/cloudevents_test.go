@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,9 +13,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/internal/testsvc"
 )
 
 // TestCloudEventsAreValid has the official CloudEvents SDK for JavaScript
@@ -102,4 +106,59 @@ func cloudEventsChecker(t *testing.T) (node, dir string) {
 		missing("the cloudevents npm package is not installed: run `make testdeps` (npm ci in gateway/testdata/cloudevents)")
 	}
 	return node, dir
+}
+
+// The lifecycle events the database triggers write (migrations/0004) are
+// valid CloudEvents too: every kind, read back from the event outbox.
+func TestLifecycleEventsFromTheDatabaseAreValid(t *testing.T) {
+	t.Parallel()
+	node, dir := cloudEventsChecker(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testsvc.Database(t))
+	require.NoError(t, err)
+	defer pool.Close()
+	store := correlation.NewStore(pool, slog.New(slog.DiscardHandler))
+	create := func(timeout time.Duration) uuid.UUID {
+		id := uuid.New()
+		_, _, err := store.Create(ctx, correlation.NewRequest{ID: id, RoutingKey: "workflow.create", Time: 1,
+			ExpiresAt: time.Now().Add(timeout), Body: []byte(`{}`), PublishAfter: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		return id
+	}
+	replied, failed, cancelled, unroutable := create(time.Hour), create(time.Hour), create(time.Hour), create(time.Hour)
+	create(time.Millisecond) // expires
+	_, err = store.StoreReply(ctx, correlation.IncomingReply{CorrelationID: replied.String(), Body: []byte(`{}`), Source: "http"})
+	require.NoError(t, err)
+	_, err = store.StoreReply(ctx, correlation.IncomingReply{CorrelationID: failed.String(), Body: []byte(`{}`), Failed: true, Source: "http"})
+	require.NoError(t, err)
+	_, err = store.Cancel(ctx, cancelled)
+	require.NoError(t, err)
+	require.NoError(t, store.MarkUnroutable(ctx, unroutable))
+	time.Sleep(5 * time.Millisecond)
+	_, err = store.ExpireDue(ctx)
+	require.NoError(t, err)
+
+	rows, err := pool.Query(ctx, `SELECT routing_key, body FROM event_outbox ORDER BY id`)
+	require.NoError(t, err)
+	var bodies []json.RawMessage
+	kinds := map[string]int{}
+	var key string
+	var body []byte
+	_, err = pgx.ForEachRow(rows, []any{&key, &body}, func() error {
+		var ev map[string]any
+		if err := json.Unmarshal(body, &ev); err != nil {
+			return err
+		}
+		kinds[ev["type"].(string)]++
+		require.Equal(t, ev["type"].(string)+".workflow.create", key)
+		require.Equal(t, ev["correlationid"], ev["subject"])
+		bodies = append(bodies, append([]byte(nil), body...))
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"request.accepted": 5, "request.replied": 1, "request.failed": 1,
+		"request.cancelled": 1, "request.unroutable": 1, "request.expired": 1}, kinds)
+	out, err := runCloudEventsCheck(t, node, dir, bodies)
+	require.NoError(t, err, out)
+	require.Equal(t, strings.Repeat("ok\n", len(bodies)), out)
 }
