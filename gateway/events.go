@@ -79,3 +79,18 @@ func (g *Gateway) publishEvents(ctx context.Context, batch []correlation.OutboxE
 	wg.Wait()
 	return errs
 }
+
+// Publish publishes msg, persistent, to exchange with routing key key and
+// waits for the broker's confirm. It is for events (e.g. from rule
+// actions): not mandatory, so an event nobody is bound to is not an error.
+func (g *Gateway) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	msg.DeliveryMode = amqp.Persistent
+	if msg.AppId == "" {
+		msg.AppId = g.cfg.AppID
+	}
+	err := g.publisher.Publish(ctx, exchange, key, false, msg)
+	if errors.Is(err, ErrUnroutable) {
+		return nil
+	}
+	return err
+}
