@@ -59,21 +59,45 @@ type Properties struct {
 // event's correlationid, else its subject, else the correlation_id
 // property; ok is false when none of them is a request id.
 func FromMessage(body []byte, p Properties) (in Incoming, ok bool, err error) {
-	if !json.Valid(body) {
-		return Incoming{}, false, fmt.Errorf("%w: the body is not JSON", ErrInvalid)
-	}
-	var probe struct {
+	// One decoding serves both forms: a structured CloudEvent fills the
+	// envelope; any other JSON leaves specversion unset.
+	var ev struct {
+		CloudEvent
 		SpecVersion *string `json:"specversion"`
 	}
-	_ = json.Unmarshal(body, &probe)
-	if probe.SpecVersion != nil || strings.HasPrefix(p.ContentType, "application/cloudevents+json") {
-		ev, err := Parse(body)
-		if err != nil {
+	if err := json.Unmarshal(body, &ev); err != nil {
+		if !json.Valid(body) {
+			return Incoming{}, false, fmt.Errorf("%w: the body is not JSON", ErrInvalid)
+		}
+		// Valid JSON that does not fit the envelope: a CloudEvent with a
+		// malformed attribute, or plain data (an array, a string, an object
+		// with fields of its own).
+		var probe struct {
+			SpecVersion *string `json:"specversion"`
+		}
+		_ = json.Unmarshal(body, &probe)
+		if probe.SpecVersion != nil || strings.HasPrefix(p.ContentType, "application/cloudevents+json") {
+			return Incoming{}, false, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		return fromPlainMessage(body, p)
+	}
+	if ev.SpecVersion != nil || strings.HasPrefix(p.ContentType, "application/cloudevents+json") {
+		ce := ev.CloudEvent
+		if ev.SpecVersion != nil {
+			ce.SpecVersion = *ev.SpecVersion
+		}
+		if err := ce.validate(); err != nil {
 			return Incoming{}, false, err
 		}
-		id, ok := requestOf(ev.CorrelationID, ev.Subject, p.CorrelationID)
-		return Incoming{RequestID: id, Source: ev.Source, ID: ev.ID, Type: ev.Type, Event: body}, ok, nil
+		id, ok := requestOf(ce.CorrelationID, ce.Subject, p.CorrelationID)
+		return Incoming{RequestID: id, Source: ce.Source, ID: ce.ID, Type: ce.Type, Event: body}, ok, nil
 	}
+	return fromPlainMessage(body, p)
+}
+
+// fromPlainMessage wraps a JSON body that is not a CloudEvent as the data
+// of one, built from the message's properties.
+func fromPlainMessage(body []byte, p Properties) (Incoming, bool, error) {
 	id, ok := requestOf(p.CorrelationID)
 	if !ok {
 		return Incoming{}, false, nil

@@ -66,3 +66,17 @@ func TestFromMessage(t *testing.T) {
 		})
 	}
 }
+
+// Plain data that does not fit the envelope's field types is still data.
+func TestFromMessagePlainDataOfAnyShape(t *testing.T) {
+	t.Parallel()
+	id := uuid.New()
+	for _, body := range []string{`[1, 2]`, `"done"`, `{"id": 5, "time": "soon"}`} {
+		in, ok, err := FromMessage([]byte(body), Properties{CorrelationID: id.String()})
+		require.NoError(t, err, body)
+		require.True(t, ok)
+		var ev CloudEvent
+		require.NoError(t, json.Unmarshal(in.Event, &ev))
+		require.JSONEq(t, body, string(ev.Data))
+	}
+}
