@@ -33,6 +33,9 @@ type Options struct {
 	// SwitchboardBin is a prebuilt switchboard binary; empty builds
 	// ./cmd/switchboard of the current module.
 	SwitchboardBin string
+	// GatewayEnv is added to the gateway's environment (KEY=VALUE), e.g.
+	// SWITCHBOARD_LIFECYCLE_EVENTS=false to measure without events.
+	GatewayEnv []string
 	// BaselineReplyQueue is the baseline reply queue's type: classic or
 	// quorum (the gateway's reply queue is a quorum queue).
 	BaselineReplyQueue string
@@ -388,7 +391,7 @@ func run(ctx context.Context, opts Options, out io.Writer) (rep *Report, err err
 
 	if needGateway {
 		b.log("starting the gateway (%s serve)", bin)
-		env := b.names.gatewayEnv(b.dbURL, opts.AMQPURL, opts.DBMaxConns)
+		env := append(b.names.gatewayEnv(b.dbURL, opts.AMQPURL, opts.DBMaxConns), opts.GatewayEnv...)
 		if opts.Mode == "scale" {
 			// Long-polls must outlast the whole run.
 			env = append(env, fmt.Sprintf("SWITCHBOARD_MAX_WAIT=%ds", scaleWaitSeconds(opts.Timeout)))

@@ -98,6 +98,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -139,6 +140,13 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&o.PostgresURL, "postgres-url", o.PostgresURL, "an existing database on the local Postgres; the bench creates its own beside it")
 	fs.StringVar(&o.AMQPURL, "amqp-url", o.AMQPURL, "the local RabbitMQ")
 	fs.StringVar(&o.SwitchboardBin, "switchboard-bin", "", "a prebuilt switchboard binary (default: go build ./cmd/switchboard)")
+	fs.Func("gateway-env", "KEY=VALUE added to the gateway's environment (repeatable), e.g. SWITCHBOARD_LIFECYCLE_EVENTS=false", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		o.GatewayEnv = append(o.GatewayEnv, v)
+		return nil
+	})
 	fs.StringVar(&o.BaselineReplyQueue, "baseline-reply-queue", o.BaselineReplyQueue, "type of the baseline's durable reply queue: classic or quorum (the gateway's is quorum)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the gateway's CPU profile of the longpoll phase here (needs a -switchboard-bin serving /debug/pprof/)")
 	fs.IntVar(&o.CPUProfileSeconds, "cpuprofile-seconds", 0, "length of that profile (0: about the measured phase)")
