@@ -94,6 +94,8 @@ type Server struct {
 	console http.Handler
 	// cors is the CORS middleware (nil: CORS off).
 	cors func(http.Handler) http.Handler
+	// rules is the rule engine's API (nil: off).
+	rules Rules
 	// draining ends every long-poll early (answering with the record as it
 	// is) so a graceful shutdown does not wait out MaxWait.
 	draining context.Context
@@ -167,6 +169,7 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/requests/{id}/events", s.requestEvents)
 		r.Post("/requests/{id}/events", s.postEvent)
 		r.Get("/events", s.topicEvents)
+		s.rulesRoutes(r)
 		r.Post("/replies", s.postReply)
 		r.Get("/dead-letters", s.listDeadLetters)
 	})

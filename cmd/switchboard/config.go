@@ -44,6 +44,8 @@ type serveConfig struct {
 	LifecycleEvents  bool
 	CORSOrigins      []string
 	Console          bool
+	// RulesDir holds the rule files; empty: no rule engine.
+	RulesDir string
 }
 
 // WebhooksOn reports whether Reply-To webhooks are delivered.
@@ -161,6 +163,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.boolean(&c.LifecycleEvents, "lifecycle-events", "SWITCHBOARD_LIFECYCLE_EVENTS", true, "publish request.accepted and request.<status> events on the events exchange")
 	f.str(&cors, "cors-origins", "SWITCHBOARD_CORS_ORIGINS", "", "origins whose browsers may call the API, comma-separated (e.g. https://app.example.com), or *; empty: CORS off")
 	f.boolean(&c.Console, "console", "SWITCHBOARD_CONSOLE", true, "serve the web console at /ui/")
+	f.str(&c.RulesDir, "rules-dir", "SWITCHBOARD_RULES_DIR", "", "directory of rule files (*.yaml) for the rules engine, reloaded on change and on SIGHUP; empty: no rules")
 	f.logFlags(&logLevel, &c.LogFormat)
 	if err := f.parse(args); err != nil {
 		return c, err
@@ -255,6 +258,7 @@ func (c serveConfig) logAttrs() []any {
 		"lifecycle_events", c.LifecycleEvents,
 		"cors_origins", strings.Join(c.CORSOrigins, ","),
 		"console", c.Console,
+		"rules_dir", c.RulesDir,
 	}
 }
 

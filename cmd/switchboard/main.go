@@ -3,6 +3,7 @@
 //	switchboard serve              run the gateway (applies migrations first)
 //	switchboard migrate            apply database migrations and exit
 //	switchboard echo [PATTERN...]  run the demo echo responder (default workflow.#)
+//	switchboard rules check FILE...  validate rule files
 //
 // Configuration comes from SWITCHBOARD_* environment variables; flags
 // override them. Run a subcommand with -h for its flags.
@@ -34,6 +35,7 @@ usage:
   switchboard serve [flags]              run the gateway
   switchboard migrate [flags]            apply database migrations and exit
   switchboard echo [flags] [PATTERN...]  run the demo echo responder (default pattern workflow.#)
+  switchboard rules check FILE|DIR...    validate rule files
 
 Run 'switchboard COMMAND -h' for a command's flags and environment variables.
 `
@@ -53,6 +55,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runMigrate(ctx, args[1:], getenv, stderr)
 	case "echo":
 		err = runEcho(ctx, args[1:], getenv, stderr)
+	case "rules":
+		err = runRules(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

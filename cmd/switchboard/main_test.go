@@ -378,3 +378,61 @@ func TestServeDeliversWebhooks(t *testing.T) {
 	}
 	on.stop(t)
 }
+
+// TestServeRunsRules checks the wiring of the rules engine in serve: a rule
+// file in SWITCHBOARD_RULES_DIR turns a POST to its hook into an event on
+// the events exchange, and GET /v1/rules reports it.
+func TestServeRunsRules(t *testing.T) {
+	t.Parallel()
+	dbURL := testsvc.Database(t)
+	amqpURL := testsvc.AMQPURL(t)
+	names := testsvc.BrokerNames(t)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(dir+"/ping.yaml", []byte(`
+sources:
+  ping: {hook: {}}
+rules:
+  - name: pong
+    description: A ping becomes a pong event.
+    source: ping
+    when: event.type == "ping"
+    actions:
+      - publish: {exchange: `+names.EventsExchange+`, routing_key: '"pong"', type: pong, data: '{"n": event.data.n}'}
+`), 0o644))
+
+	conn, err := amqp.Dial(amqpURL)
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, ch.ExchangeDeclare(names.EventsExchange, "topic", true, false, false, false, nil))
+	q := names.Queue("pongs")
+	_, err = ch.QueueDeclare(q, true, false, false, false, nil)
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(q, "pong", names.EventsExchange, false, nil))
+
+	gw := start(t, append(env(dbURL, amqpURL, names), "SWITCHBOARD_RULES_DIR="+dir), "serve")
+	res, body := httpDo(t, "POST", "http://"+gw.addr+"/v1/hooks/ping",
+		map[string]string{"Content-Type": "application/json", "Event-Type": "ping", "Idempotency-Key": "p-1"}, `{"n": 7}`)
+	require.Equal(t, 202, res.StatusCode, "%v\n%s", body, gw.log())
+
+	var got amqp.Delivery
+	require.Eventually(t, func() bool {
+		d, ok, err := ch.Get(q, true)
+		require.NoError(t, err)
+		got = d
+		return ok
+	}, 10*time.Second, 20*time.Millisecond)
+	var ev map[string]any
+	require.NoError(t, json.Unmarshal(got.Body, &ev))
+	require.Equal(t, "pong", ev["type"])
+	require.EqualValues(t, 7, ev["data"].(map[string]any)["n"])
+
+	res, body = httpDo(t, "GET", "http://"+gw.addr+"/v1/rules", nil, "")
+	require.Equal(t, 200, res.StatusCode)
+	rules := body["rules"].([]any)
+	require.Len(t, rules, 1)
+	require.Equal(t, "pong", rules[0].(map[string]any)["name"])
+	require.EqualValues(t, 1, rules[0].(map[string]any)["matches"])
+	gw.stop(t)
+}

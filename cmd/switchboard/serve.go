@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,6 +26,7 @@ import (
 	"github.com/switchboard-gw/switchboard/events"
 	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/migrations"
+	"github.com/switchboard-gw/switchboard/rules"
 	"github.com/switchboard-gw/switchboard/web"
 	"github.com/switchboard-gw/switchboard/webhook"
 )
@@ -85,6 +89,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Name: "switchboard_event_subscribers_dropped_total", Help: "Topic subscribers disconnected because they fell behind.",
 	}, func() float64 { return float64(live.DroppedTotal()) }))
 
+	var runner *rules.Runner
+	if cfg.RulesDir != "" {
+		if runner, err = newRulesRunner(cfg, pool, store, gw, logger); err != nil {
+			return err
+		}
+		srv.SetRules(runner)
+	}
+
 	var dispatcher *webhook.Dispatcher
 	if cfg.WebhooksOn() {
 		client := webhook.NewClient(webhook.NewGuard(cfg.WebhookPolicy, nil, nil), cfg.Webhooks.Timeout)
@@ -138,6 +150,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if dispatcher != nil {
 		bg.Add(1)
 		go func() { defer bg.Done(); _ = dispatcher.Run(bgCtx) }()
+	}
+	if runner != nil {
+		bg.Add(2)
+		go func() { defer bg.Done(); _ = runner.Run(bgCtx) }()
+		go func() { defer bg.Done(); purgeFirings(bgCtx, rules.NewPGFirings(pool), cfg.Gateway.Retention, logger) }()
 	}
 
 	serveErr := make(chan error, 1)
@@ -271,3 +288,44 @@ func registerStoreGauges(reg prometheus.Registerer, store *correlation.Store) {
 
 // wrapHandler lets a profiling build (tag pprof) add its endpoints.
 var wrapHandler = func(h http.Handler) http.Handler { return h }
+
+// newRulesRunner builds the rules engine: its actions publish and submit
+// through the gateway, its http actions go through the webhook SSRF guard,
+// firings and dead letters go to Postgres, and the rule directory is
+// reloaded on change and on SIGHUP (the last good set keeps running).
+func newRulesRunner(cfg serveConfig, pool *pgxpool.Pool, store *correlation.Store, gw *gateway.Gateway,
+	logger *slog.Logger) (*rules.Runner, error) {
+	firings := rules.NewPGFirings(pool)
+	engine := rules.NewEngine(rules.EngineConfig{}, rules.Deps{
+		Publisher: gw, Submitter: gw,
+		HTTP:    webhook.NewClient(webhook.NewGuard(cfg.WebhookPolicy, nil, nil), cfg.Webhooks.Timeout),
+		Firings: firings, DeadLetters: store,
+	}, logger.With("component", "rules"))
+	rcfg := rules.DefaultRunnerConfig(cfg.RulesDir)
+	rcfg.AMQPURL = cfg.Gateway.AMQPURL
+	rcfg.DeadLetterExchange = cfg.Gateway.DeadLetterExchange
+	rcfg.Firings = firings
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	rcfg.Signals = hup
+	return rules.NewRunner(rcfg, engine, logger.With("component", "rules"))
+}
+
+// purgeFirings keeps the rule firings bounded: those older than the
+// retention, and beyond the newest 1000 of each rule, are removed hourly.
+func purgeFirings(ctx context.Context, firings *rules.PGFirings, retention time.Duration, logger *slog.Logger) {
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		if n, err := firings.Purge(ctx, retention, 1000); err != nil && ctx.Err() == nil {
+			logger.Warn("purge rule firings", "error", err)
+		} else if n > 0 {
+			logger.Info("purged rule firings", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
