@@ -46,6 +46,8 @@ type serveConfig struct {
 	Console          bool
 	// RulesDir holds the rule files; empty: no rule engine.
 	RulesDir string
+	// Args are the arguments left after the flags.
+	Args []string
 }
 
 // WebhooksOn reports whether Reply-To webhooks are delivered.
@@ -168,6 +170,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	if err := f.parse(args); err != nil {
 		return c, err
 	}
+	c.Args = f.fs.Args()
 	c.API.MaxBodyBytes = int64(maxBody)
 	for _, o := range strings.FieldsFunc(cors, func(r rune) bool { return r == ',' || r == ' ' }) {
 		if o != "*" {

@@ -4,6 +4,7 @@
 //	switchboard migrate            apply database migrations and exit
 //	switchboard echo [PATTERN...]  run the demo echo responder (default workflow.#)
 //	switchboard rules check FILE...  validate rule files
+//	switchboard rules run [DIR]      run the rules engine on its own
 //
 // Configuration comes from SWITCHBOARD_* environment variables; flags
 // override them. Run a subcommand with -h for its flags.
@@ -36,6 +37,7 @@ usage:
   switchboard migrate [flags]            apply database migrations and exit
   switchboard echo [flags] [PATTERN...]  run the demo echo responder (default pattern workflow.#)
   switchboard rules check FILE|DIR...    validate rule files
+  switchboard rules run [flags] [DIR]    run the rules engine on its own
 
 Run 'switchboard COMMAND -h' for a command's flags and environment variables.
 `
@@ -56,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "echo":
 		err = runEcho(ctx, args[1:], getenv, stderr)
 	case "rules":
-		err = runRules(args[1:], stdout, stderr)
+		err = runRules(ctx, args[1:], getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

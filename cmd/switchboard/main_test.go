@@ -93,7 +93,7 @@ func start(t *testing.T, env []string, args ...string) *proc {
 			t.Logf("logs of %v:\n%s", args, p.log())
 		}
 	})
-	if args[0] == "serve" {
+	if args[0] == "serve" || (args[0] == "rules" && len(args) > 1 && args[1] == "run") {
 		select {
 		case p.addr = <-addrc:
 		case err := <-p.exit:
@@ -435,4 +435,39 @@ rules:
 	require.Equal(t, "pong", rules[0].(map[string]any)["name"])
 	require.EqualValues(t, 1, rules[0].(map[string]any)["matches"])
 	gw.stop(t)
+}
+
+// TestRulesRunOnItsOwn runs the rules engine as its own process: its hooks
+// work, and nothing of the public API is served.
+func TestRulesRunOnItsOwn(t *testing.T) {
+	t.Parallel()
+	dbURL := testsvc.Database(t)
+	amqpURL := testsvc.AMQPURL(t)
+	names := testsvc.BrokerNames(t)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(dir+"/ping.yaml", []byte(`
+sources:
+  ping: {hook: {}}
+rules:
+  - name: pong
+    description: A ping becomes a pong event.
+    source: ping
+    when: event.type == "ping"
+    actions:
+      - publish: {exchange: `+names.EventsExchange+`, routing_key: '"pong"', type: pong}
+`), 0o644))
+	p := start(t, env(dbURL, amqpURL, names), "rules", "run", dir)
+	res, body := httpDo(t, "POST", "http://"+p.addr+"/v1/hooks/ping",
+		map[string]string{"Content-Type": "application/json", "Event-Type": "ping"}, `{}`)
+	require.Equal(t, 202, res.StatusCode, "%v", body)
+	res, _ = httpDo(t, "GET", "http://"+p.addr+"/v1/rules", nil, "")
+	require.Equal(t, 200, res.StatusCode)
+	res, _ = httpDo(t, "GET", "http://"+p.addr+"/healthz", nil, "")
+	require.Equal(t, 200, res.StatusCode)
+	res, body = httpDo(t, "POST", "http://"+p.addr+"/workflow/create", map[string]string{"Content-Type": "application/json"}, `{}`)
+	require.Equal(t, 404, res.StatusCode)
+	require.Contains(t, body["detail"], "only the rules engine")
+	res, _ = httpDo(t, "GET", "http://"+p.addr+"/v1/requests/0190f3c2-0000-7000-8000-000000000000", nil, "")
+	require.Equal(t, 404, res.StatusCode)
+	p.stop(t)
 }

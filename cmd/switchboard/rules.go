@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,10 @@ import (
 
 const rulesUsage = `usage:
   switchboard rules check FILE|DIR...   validate rule files offline
+  switchboard rules run [flags] [DIR]   run the rules engine on its own (DIR, or SWITCHBOARD_RULES_DIR)
+
+run takes serve's flags and environment; it is a gateway instance whose HTTP
+side serves only /v1/hooks/, /v1/rules, /healthz, /readyz and /metrics.
 
 A directory stands for its *.yaml and *.yml files. check prints
 "ok: N rules, M sources in K files", or every problem found, one a line,
@@ -20,7 +25,7 @@ and then exits with status 1.
 `
 
 // runRules runs the rules subcommands.
-func runRules(args []string, stdout, stderr io.Writer) error {
+func runRules(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, rulesUsage)
 		return errUsage
@@ -28,6 +33,8 @@ func runRules(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "check":
 		return runRulesCheck(args[1:], stdout, stderr)
+	case "run":
+		return runRulesRun(ctx, args[1:], getenv, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, rulesUsage)
 		return nil
@@ -88,4 +95,23 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// runRulesRun runs the rules engine apart from the public API.
+func runRulesRun(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := loadServeConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	switch rest := cfg.Args; {
+	case len(rest) == 1:
+		cfg.RulesDir = rest[0]
+	case len(rest) > 1:
+		return fmt.Errorf("rules run takes one rule directory, not %d arguments", len(rest))
+	}
+	if cfg.RulesDir == "" {
+		return errors.New("rules run needs a rule directory: an argument, or SWITCHBOARD_RULES_DIR")
+	}
+	cfg.Console = false
+	return serve(ctx, cfg, true, stderr)
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,8 +37,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	return serve(ctx, cfg, false, stderr)
+}
+
+// serve runs the gateway. With rulesOnly (switchboard rules run) it is an
+// instance of the gateway — it publishes, stores replies, relays the
+// outboxes — whose HTTP side answers only the rule engine's paths and the
+// operational ones, so rules can run apart from the public API.
+func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Writer) error {
 	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	logger.Info("starting switchboard", cfg.logAttrs()...)
+	logger.Info("starting switchboard", append(cfg.logAttrs(), "rules_only", rulesOnly)...)
 
 	if err := ensureDatabase(ctx, cfg.DatabaseURL, logger); err != nil {
 		return err
@@ -127,7 +136,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	httpServer := &http.Server{
-		Handler:           wrapHandler(srv.Handler()),
+		Handler:           wrapHandler(httpHandler(srv.Handler(), rulesOnly)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -328,4 +337,27 @@ func purgeFirings(ctx context.Context, firings *rules.PGFirings, retention time.
 		case <-tick.C:
 		}
 	}
+}
+
+// rulesOnlyPaths are what a rules-only process serves.
+var rulesOnlyPaths = []string{"/healthz", "/readyz", "/metrics", "/v1/hooks/", "/v1/rules"}
+
+// httpHandler is h, or with rulesOnly, h restricted to rulesOnlyPaths.
+func httpHandler(h http.Handler, rulesOnly bool) http.Handler {
+	if !rulesOnly {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, p := range rulesOnlyPaths {
+			if r.URL.Path == p || (strings.HasSuffix(p, "/") && strings.HasPrefix(r.URL.Path, p)) ||
+				strings.HasPrefix(r.URL.Path, p+"/") {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"type":"urn:switchboard:problem:not-found","title":"Not found","status":404,`+
+			`"detail":"this process runs only the rules engine (switchboard rules run)"}`)
+	})
 }
