@@ -77,18 +77,28 @@ type eventsView struct {
 	Record      recordJSON `json:"record"`
 }
 
-// requestEvents handles GET /v1/requests/{id}/events: the request's event
-// history as JSON, or as a Server-Sent Events stream: history, then live
-// events, then the final record, then the end.
-func (s *Server) requestEvents(w http.ResponseWriter, r *http.Request) {
+// historyOf reads the {id} of an event history route; false when it has
+// answered (a malformed id, or no history kept).
+func (s *Server) historyOf(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
 	id, err := parseUUID(chi.URLParam(r, "id"))
 	if err != nil {
 		writeProblem(w, errNotFound("no request has this id: request ids are UUIDs"))
-		return
+		return uuid.Nil, false
 	}
 	setRequestID(r.Context(), id)
 	if s.events.History == nil {
 		writeProblem(w, errNotFound("this gateway keeps no event history"))
+		return uuid.Nil, false
+	}
+	return id, true
+}
+
+// requestEvents handles GET /v1/requests/{id}/events: the request's event
+// history as JSON, or as a Server-Sent Events stream: history, then live
+// events, then the final record, then the end.
+func (s *Server) requestEvents(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.historyOf(w, r)
+	if !ok {
 		return
 	}
 	rec, err := s.records.Get(r.Context(), id)
@@ -242,14 +252,8 @@ func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request, rec corre
 // JSON object, which becomes the data of a progress event. It is stored in
 // the request's history and published on the events exchange.
 func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
-	id, err := parseUUID(chi.URLParam(r, "id"))
-	if err != nil {
-		writeProblem(w, errNotFound("no request has this id: request ids are UUIDs"))
-		return
-	}
-	setRequestID(r.Context(), id)
-	if s.events.History == nil {
-		writeProblem(w, errNotFound("this gateway keeps no event history"))
+	id, ok := s.historyOf(w, r)
+	if !ok {
 		return
 	}
 	body, p := s.readJSONBody(w, r)

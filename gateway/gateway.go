@@ -332,23 +332,12 @@ func (g *Gateway) wakeRelay() {
 // runRelay publishes queued requests: those whose submitter failed to
 // publish, and those left behind by an instance that died.
 func (g *Gateway) runRelay(ctx context.Context) {
-	tick := time.NewTicker(g.cfg.RelayInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-g.relayWake:
-		}
-		if !g.publisher.ready() {
-			continue
-		}
+	g.relayLoop(ctx, g.relayWake, func() {
 		g.drain(ctx, "outbox relay", func() (int, error) {
 			return g.store.ClaimOutbox(ctx, g.cfg.RelayBatch, relayBackoff, g.publishBatch)
 		})
 		g.drainEvents(ctx)
-	}
+	})
 }
 
 // runEventRelay publishes the event outbox. Lifecycle events are written
@@ -356,6 +345,12 @@ func (g *Gateway) runRelay(ctx context.Context) {
 // (wakes coalesce: under load it runs back to back, a batch at a time) and
 // by its ticker for events written by other instances.
 func (g *Gateway) runEventRelay(ctx context.Context) {
+	g.relayLoop(ctx, g.eventsWake, func() { g.drainEvents(ctx) })
+}
+
+// relayLoop runs relay on every wake and every RelayInterval while the
+// publisher is ready, until ctx ends.
+func (g *Gateway) relayLoop(ctx context.Context, wake <-chan struct{}, relay func()) {
 	tick := time.NewTicker(g.cfg.RelayInterval)
 	defer tick.Stop()
 	for {
@@ -363,10 +358,10 @@ func (g *Gateway) runEventRelay(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-g.eventsWake:
+		case <-wake:
 		}
 		if g.publisher.ready() {
-			g.drainEvents(ctx)
+			relay()
 		}
 	}
 }

@@ -387,18 +387,7 @@ func TestServeRunsRules(t *testing.T) {
 	dbURL := testsvc.Database(t)
 	amqpURL := testsvc.AMQPURL(t)
 	names := testsvc.BrokerNames(t)
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(dir+"/ping.yaml", []byte(`
-sources:
-  ping: {hook: {}}
-rules:
-  - name: pong
-    description: A ping becomes a pong event.
-    source: ping
-    when: event.type == "ping"
-    actions:
-      - publish: {exchange: `+names.EventsExchange+`, routing_key: '"pong"', type: pong, data: '{"n": event.data.n}'}
-`), 0o644))
+	dir := pingRules(t, names.EventsExchange)
 
 	conn, err := amqp.Dial(amqpURL)
 	require.NoError(t, err)
@@ -444,18 +433,7 @@ func TestRulesRunOnItsOwn(t *testing.T) {
 	dbURL := testsvc.Database(t)
 	amqpURL := testsvc.AMQPURL(t)
 	names := testsvc.BrokerNames(t)
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(dir+"/ping.yaml", []byte(`
-sources:
-  ping: {hook: {}}
-rules:
-  - name: pong
-    description: A ping becomes a pong event.
-    source: ping
-    when: event.type == "ping"
-    actions:
-      - publish: {exchange: `+names.EventsExchange+`, routing_key: '"pong"', type: pong}
-`), 0o644))
+	dir := pingRules(t, names.EventsExchange)
 	p := start(t, env(dbURL, amqpURL, names), "rules", "run", dir)
 	res, body := httpDo(t, "POST", "http://"+p.addr+"/v1/hooks/ping",
 		map[string]string{"Content-Type": "application/json", "Event-Type": "ping"}, `{}`)
@@ -470,4 +448,24 @@ rules:
 	res, _ = httpDo(t, "GET", "http://"+p.addr+"/v1/requests/0190f3c2-0000-7000-8000-000000000000", nil, "")
 	require.Equal(t, 404, res.StatusCode)
 	p.stop(t)
+}
+
+// pingRules writes a rule set to a new directory: POST /v1/hooks/ping with
+// Event-Type ping publishes a pong event (data {"n": the ping's n}) on
+// exchange with routing key pong.
+func pingRules(t *testing.T, exchange string) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(dir+"/ping.yaml", []byte(`
+sources:
+  ping: {hook: {}}
+rules:
+  - name: pong
+    description: A ping becomes a pong event.
+    source: ping
+    when: event.type == "ping"
+    actions:
+      - publish: {exchange: `+exchange+`, routing_key: '"pong"', type: pong, data: '{"n": has(event.data.n) ? event.data.n : 0}'}
+`), 0o644))
+	return dir
 }
