@@ -114,6 +114,8 @@ type Runner struct {
 	// reloadMu serializes reloads.
 	reloadMu sync.Mutex
 	runCtx   context.Context // set by Run; nil before
+	// loaded is closed once Run has applied the first rule set.
+	loaded chan struct{}
 
 	mu             sync.RWMutex
 	sources        map[string]*runningSource
@@ -141,8 +143,14 @@ func NewRunner(cfg RunnerConfig, engine *Engine, logger *slog.Logger) (*Runner, 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Runner{cfg: cfg.withDefaults(), engine: engine, logger: logger, sources: map[string]*runningSource{}}, nil
+	return &Runner{cfg: cfg.withDefaults(), engine: engine, logger: logger, sources: map[string]*runningSource{},
+		loaded: make(chan struct{})}, nil
 }
+
+// Loaded is closed once Run has loaded the rule set and started its
+// sources: from then on hooks are registered and the engine has its rules.
+// serve waits for it (or for Run's error) before it takes HTTP requests.
+func (r *Runner) Loaded() <-chan struct{} { return r.loaded }
 
 // Run loads the rule set, starts its sources and keeps them running until
 // ctx ends; then it stops every source (each finishes the events in hand)
@@ -177,6 +185,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.runCtx = ctx
 	r.apply(set)
+	close(r.loaded)
 	r.reloadMu.Unlock()
 	r.logger.Info("rules loaded", "dir", r.cfg.Dir, "files", len(set.Files), "rules", len(set.Rules), "sources", len(set.Sources))
 	defer r.stopAll()

@@ -469,3 +469,23 @@ rules:
 `), 0o644))
 	return dir
 }
+
+// A rule set that does not load stops serve at start, saying why: there is
+// no last good set to keep running.
+func TestServeRefusesABadRuleSet(t *testing.T) {
+	t.Parallel()
+	dbURL := testsvc.Database(t)
+	amqpURL := testsvc.AMQPURL(t)
+	names := testsvc.BrokerNames(t)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(dir+"/bad.yaml", []byte("rules:\n  - name: x\n    source: nowhere\n"), 0o644))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "serve")
+	cmd.Env = append(append(os.Environ(), "SWITCHBOARD_TEST_AS_BINARY=1"), env(dbURL, amqpURL, names)...)
+	cmd.Env = append(cmd.Env, "SWITCHBOARD_RULES_DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "serve must not start with a rule set that does not load")
+	require.Contains(t, string(out), "bad.yaml")
+	require.NotContains(t, string(out), `"msg":"listening"`)
+}

@@ -161,9 +161,19 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 		go func() { defer bg.Done(); _ = dispatcher.Run(bgCtx) }()
 	}
 	if runner != nil {
+		// A rule set that does not load at start is fatal (there is no
+		// last good set to keep), and hooks must exist before requests come.
+		runErr := make(chan error, 1)
 		bg.Add(2)
-		go func() { defer bg.Done(); _ = runner.Run(bgCtx) }()
+		go func() { defer bg.Done(); runErr <- runner.Run(bgCtx) }()
 		go func() { defer bg.Done(); purgeFirings(bgCtx, rules.NewPGFirings(pool), cfg.Gateway.Retention, logger) }()
+		select {
+		case <-runner.Loaded():
+		case err := <-runErr:
+			stopBackground()
+			bg.Wait()
+			return fmt.Errorf("rules: %w", err)
+		}
 	}
 
 	serveErr := make(chan error, 1)
