@@ -423,6 +423,11 @@ func TestServeRunsRules(t *testing.T) {
 	require.Len(t, rules, 1)
 	require.Equal(t, "pong", rules[0].(map[string]any)["name"])
 	require.EqualValues(t, 1, rules[0].(map[string]any)["matches"])
+	mres, err := http.Get("http://" + gw.addr + "/metrics")
+	require.NoError(t, err)
+	metrics, _ := io.ReadAll(mres.Body)
+	mres.Body.Close()
+	require.Contains(t, string(metrics), `switchboard_rule_matches_total{rule="pong"} 1`)
 	gw.stop(t)
 }
 

@@ -100,7 +100,7 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 
 	var runner *rules.Runner
 	if cfg.RulesDir != "" {
-		if runner, err = newRulesRunner(cfg, pool, store, gw, logger); err != nil {
+		if runner, err = newRulesRunner(cfg, pool, store, gw, reg, logger); err != nil {
 			return err
 		}
 		srv.SetRules(runner)
@@ -313,7 +313,7 @@ var wrapHandler = func(h http.Handler) http.Handler { return h }
 // firings and dead letters go to Postgres, and the rule directory is
 // reloaded on change and on SIGHUP (the last good set keeps running).
 func newRulesRunner(cfg serveConfig, pool *pgxpool.Pool, store *correlation.Store, gw *gateway.Gateway,
-	logger *slog.Logger) (*rules.Runner, error) {
+	reg prometheus.Registerer, logger *slog.Logger) (*rules.Runner, error) {
 	firings := rules.NewPGFirings(pool)
 	engine := rules.NewEngine(rules.EngineConfig{}, rules.Deps{
 		Publisher: gw, Submitter: gw,
@@ -327,7 +327,12 @@ func newRulesRunner(cfg serveConfig, pool *pgxpool.Pool, store *correlation.Stor
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	rcfg.Signals = hup
-	return rules.NewRunner(rcfg, engine, logger.With("component", "rules"))
+	runner, err := rules.NewRunner(rcfg, engine, logger.With("component", "rules"))
+	if err != nil {
+		return nil, err
+	}
+	reg.MustRegister(rules.NewCollector(engine, runner))
+	return runner, nil
 }
 
 // purgeFirings keeps the rule firings bounded: those older than the
