@@ -42,7 +42,39 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, *
 	if !json.Valid(body) {
 		return nil, errInvalidJSON("the body is not valid JSON")
 	}
+	if depth := jsonDepth(body); depth > s.cfg.MaxJSONDepth {
+		return nil, errInvalidJSON("the body nests " + strconv.Itoa(depth) + " levels deep; at most " +
+			strconv.Itoa(s.cfg.MaxJSONDepth) + " are accepted")
+	}
 	return body, nil
+}
+
+// jsonDepth returns how deeply arrays and objects nest in valid JSON. Deep
+// nesting is refused before anything parses it into memory (a responder,
+// a CEL rule, a browser): it costs them stack and time, never the sender.
+func jsonDepth(b []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // submit handles POST /<segment>/<segment>...: record, publish, answer.

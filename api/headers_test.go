@@ -193,3 +193,18 @@ func TestParseWait(t *testing.T) {
 		require.NotNil(t, p, bad)
 	}
 }
+
+func TestJSONDepth(t *testing.T) {
+	t.Parallel()
+	for body, want := range map[string]int{
+		`1`:                        0,
+		`{}`:                       1,
+		`{"a": [1, {"b": []}]}`:    4,
+		`["[[[", "]]]"]`:           1,
+		`{"s": "\"{[", "t": [[]]}`: 3,
+		`[[[[[[[[[[]]]]]]]]]]`:     10,
+		`{"a": "\\", "b": [{}]}`:   3,
+	} {
+		require.Equal(t, want, jsonDepth([]byte(body)), body)
+	}
+}

@@ -78,3 +78,19 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// writeDeadline bounds how long writing an answer may take, so a client
+// that stops reading cannot hold a handler and its connection for ever.
+// An answer may first wait (long-poll, Prefer: wait) up to MaxWait, so the
+// deadline is MaxWait plus WriteTimeout from now; Server-Sent Events streams
+// are exempt, and bound each of their writes instead.
+func (s *Server) writeDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !wantsEventStream(r) {
+			// Not every writer supports deadlines (httptest recorders): then
+			// the server's own timeouts are all there is.
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.MaxWait + s.cfg.WriteTimeout))
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -29,6 +29,11 @@ type Config struct {
 	MaxTimeout time.Duration
 	// MaxWait caps ?wait= and Prefer: wait=.
 	MaxWait time.Duration
+	// MaxJSONDepth bounds how deeply a JSON body may nest.
+	MaxJSONDepth int
+	// WriteTimeout bounds writing an answer, counted after any wait the
+	// request asked for; event streams bound each write instead.
+	WriteTimeout time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -38,6 +43,8 @@ func DefaultConfig() Config {
 		DefaultTimeout: 60 * time.Second,
 		MaxTimeout:     24 * time.Hour,
 		MaxWait:        60 * time.Second,
+		MaxJSONDepth:   64,
+		WriteTimeout:   30 * time.Second,
 	}
 }
 
@@ -52,6 +59,10 @@ func (c Config) Validate() error {
 		return errors.New("max request timeout must be at least the default")
 	case c.MaxWait < 0:
 		return errors.New("max wait must not be negative")
+	case c.MaxJSONDepth < 1:
+		return errors.New("max JSON depth must be at least 1")
+	case c.WriteTimeout <= 0:
+		return errors.New("write timeout must be positive")
 	}
 	return nil
 }
@@ -144,7 +155,7 @@ func (s *Server) wait(ctx context.Context, id uuid.UUID, d time.Duration) (corre
 // Handler returns the router.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.recoverer, s.accessLog)
+	r.Use(s.recoverer, s.accessLog, s.writeDeadline)
 	if s.cors != nil {
 		r.Use(s.cors)
 	}

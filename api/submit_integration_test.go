@@ -310,3 +310,17 @@ func TestReplyToIsStored(t *testing.T) {
 	require.Equal(t, 202, res.status)
 	require.Equal(t, "https://example.invalid/hooks/1", res.json(t)["reply_to"])
 }
+
+// A body nested deeper than the limit (64) is refused before anything
+// parses it; one at the limit is taken.
+func TestDeeplyNestedBodyIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	b.bindQueue(t, "deep", "deep.#")
+	deep := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
+	res := b.do(t, "POST", "/deep/body", jsonCT, deep(65))
+	requireProblem(t, res, 400, "invalid-json")
+	require.Contains(t, res.json(t)["detail"], "65 levels")
+	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM requests`))
+	require.Equal(t, 202, b.do(t, "POST", "/deep/body", jsonCT, deep(64)).status)
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -46,6 +47,9 @@ type serveConfig struct {
 	Console          bool
 	// RulesDir holds the rule files; empty: no rule engine.
 	RulesDir string
+	// TLSCertFile and TLSKeyFile, when set, make the listener HTTPS (with
+	// HTTP/2); without them it speaks HTTP/1.1 and HTTP/2 without TLS.
+	TLSCertFile, TLSKeyFile string
 	// Args are the arguments left after the flags.
 	Args []string
 }
@@ -165,6 +169,8 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.boolean(&c.LifecycleEvents, "lifecycle-events", "SWITCHBOARD_LIFECYCLE_EVENTS", true, "publish request.accepted and request.<status> events on the events exchange")
 	f.str(&cors, "cors-origins", "SWITCHBOARD_CORS_ORIGINS", "", "origins whose browsers may call the API, comma-separated (e.g. https://app.example.com), or *; empty: CORS off")
 	f.boolean(&c.Console, "console", "SWITCHBOARD_CONSOLE", true, "serve the web console at /ui/")
+	f.str(&c.TLSCertFile, "tls-cert-file", "SWITCHBOARD_TLS_CERT_FILE", "", "PEM certificate (chain) to serve HTTPS with; needs -tls-key-file")
+	f.str(&c.TLSKeyFile, "tls-key-file", "SWITCHBOARD_TLS_KEY_FILE", "", "PEM private key of -tls-cert-file")
 	f.str(&c.RulesDir, "rules-dir", "SWITCHBOARD_RULES_DIR", "", "directory of rule files (*.yaml) for the rules engine, reloaded on change and on SIGHUP; empty: no rules")
 	f.logFlags(&logLevel, &c.LogFormat)
 	if err := f.parse(args); err != nil {
@@ -179,6 +185,14 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 			}
 		}
 		c.CORSOrigins = append(c.CORSOrigins, o)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return c, fmt.Errorf("TLS needs both SWITCHBOARD_TLS_CERT_FILE and SWITCHBOARD_TLS_KEY_FILE")
+	}
+	if c.TLSCertFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			return c, fmt.Errorf("TLS certificate: %w", err)
+		}
 	}
 	if c.EventsPerRequest < 1 || c.MaxSubscribers < 0 {
 		return c, fmt.Errorf("events per request must be at least 1, and max subscribers 0 or more")
@@ -262,6 +276,7 @@ func (c serveConfig) logAttrs() []any {
 		"cors_origins", strings.Join(c.CORSOrigins, ","),
 		"console", c.Console,
 		"rules_dir", c.RulesDir,
+		"tls", c.TLSCertFile != "",
 	}
 }
 

@@ -71,6 +71,8 @@ func TestServeConfigEnvAndFlags(t *testing.T) {
 		"SWITCHBOARD_PREFETCH":       "0",
 		"SWITCHBOARD_LOG_LEVEL":      "loud",
 		"SWITCHBOARD_MAX_BODY_BYTES": "-1",
+		"SWITCHBOARD_TLS_CERT_FILE":  "/nonexistent/cert.pem", // and no key
+		"SWITCHBOARD_CORS_ORIGINS":   "app.example.com",       // not an origin
 	} {
 		_, err := loadServeConfig(nil, func(key string) string {
 			if key == k {

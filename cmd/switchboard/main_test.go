@@ -4,8 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -493,4 +502,56 @@ func TestServeRefusesABadRuleSet(t *testing.T) {
 	require.Error(t, err, "serve must not start with a rule set that does not load")
 	require.Contains(t, string(out), "bad.yaml")
 	require.NotContains(t, string(out), `"msg":"listening"`)
+}
+
+// With a certificate configured, serve speaks HTTPS (HTTP/2 included) and
+// nothing in plain text.
+func TestServeOverTLS(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, pool := selfSignedCert(t)
+	dbURL := testsvc.Database(t)
+	amqpURL := testsvc.AMQPURL(t)
+	names := testsvc.BrokerNames(t)
+	p := start(t, append(env(dbURL, amqpURL, names),
+		"SWITCHBOARD_TLS_CERT_FILE="+certFile, "SWITCHBOARD_TLS_KEY_FILE="+keyFile), "serve")
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	res, err := client.Get("https://" + p.addr + "/healthz")
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, 200, res.StatusCode)
+	require.Equal(t, 2, res.ProtoMajor, "HTTP/2 over TLS")
+	res, err = http.Get("http://" + p.addr + "/healthz")
+	if err == nil {
+		res.Body.Close()
+		require.Equal(t, http.StatusBadRequest, res.StatusCode, "plain HTTP to the TLS port is refused")
+	}
+	p.stop(t)
+}
+
+// selfSignedCert writes a certificate for 127.0.0.1 and its key, and
+// returns their paths and a pool that trusts it.
+func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "switchboard test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	certFile, keyFile = dir+"/cert.pem", dir+"/key.pem"
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
 }

@@ -134,7 +134,11 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 	// knowledge: many long-polls then share one connection.
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	if cfg.TLSCertFile != "" {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	httpServer := &http.Server{
 		Handler:           wrapHandler(httpHandler(srv.Handler(), rulesOnly)),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -177,8 +181,12 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 	}
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpServer.Serve(ln) }()
-	logger.Info("listening", "addr", ln.Addr().String())
+	if cfg.TLSCertFile != "" {
+		go func() { serveErr <- httpServer.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile) }()
+	} else {
+		go func() { serveErr <- httpServer.Serve(ln) }()
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLSCertFile != "")
 
 	select {
 	case <-ctx.Done():
