@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // dbRecord is a request row as Postgres has it.
@@ -238,6 +240,7 @@ func (w *world) verify(l *load, counters []sendCounter, expect expectation) summ
 	}
 	w.t.Logf("details: statuses=%v post_attempts=%d committed_unacknowledged=%d replies_sent=%d replies_before_confirm_recorded=%d stale_post_answers=%d relayed_after_grace=%d",
 		sortedCounts(statuses), attempts, unacknowledged, sends, notPublished, stale, s.relayed)
+	violations = append(violations, w.eventsLost(recs)...)
 	if len(losses) > 0 {
 		w.t.Errorf("lost=%d:\n%s", len(losses), joinLines(losses, 20))
 	}
@@ -303,4 +306,57 @@ func sortedCounts(m map[string]int) string {
 // become U+FFFD.
 func asStored(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// eventsLost checks the lifecycle events through the faults: once the event
+// outbox has drained (every event published and confirmed), every record's
+// history holds its request.accepted event and the event of its final
+// status, consumed back from the broker. It waits up to a minute for the
+// relays and the history consumers to catch up, then lists what is missing.
+func (w *world) eventsLost(recs map[string]dbRecord) []string {
+	w.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	var missing []string
+	for {
+		missing = missing[:0]
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var outbox int
+		err := w.pool().QueryRow(ctx, `SELECT count(*) FROM event_outbox`).Scan(&outbox)
+		if err == nil && outbox > 0 {
+			missing = append(missing, fmt.Sprintf("%d events still in the event outbox", outbox))
+		}
+		if err == nil {
+			var rows pgx.Rows
+			rows, err = w.pool().Query(ctx, `
+				SELECT r.id::text, r.status,
+				       EXISTS (SELECT 1 FROM request_events e WHERE e.request_id = r.id AND e.type = 'request.accepted'),
+				       EXISTS (SELECT 1 FROM request_events e WHERE e.request_id = r.id AND e.type = 'request.' || r.status)
+				FROM requests r WHERE r.status NOT IN ('queued', 'pending')`)
+			if err == nil {
+				var id, status string
+				var accepted, ended bool
+				_, err = pgx.ForEachRow(rows, []any{&id, &status, &accepted, &ended}, func() error {
+					if !accepted {
+						missing = append(missing, id+": no request.accepted event in its history")
+					}
+					if !ended {
+						missing = append(missing, id+": no request."+status+" event in its history")
+					}
+					return nil
+				})
+			}
+		}
+		cancel()
+		if err == nil && len(missing) == 0 {
+			w.step("lifecycle events of %d records all published and stored", len(recs))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return []string{"check lifecycle events: " + err.Error()}
+			}
+			return append([]string{"lifecycle events lost (after a minute):"}, missing...)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
