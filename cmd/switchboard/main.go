@@ -5,6 +5,8 @@
 //	switchboard echo [PATTERN...]  run the demo echo responder (default workflow.#)
 //	switchboard rules check FILE...  validate rule files
 //	switchboard rules run [DIR]      run the rules engine on its own
+//	switchboard keys create|list|revoke  manage API keys
+//	switchboard projects create|list     manage projects
 //
 // Configuration comes from SWITCHBOARD_* environment variables; flags
 // override them. Run a subcommand with -h for its flags.
@@ -38,6 +40,8 @@ usage:
   switchboard echo [flags] [PATTERN...]  run the demo echo responder (default pattern workflow.#)
   switchboard rules check FILE|DIR...    validate rule files
   switchboard rules run [flags] [DIR]    run the rules engine on its own
+  switchboard keys create|list|revoke    manage API keys (shown once, stored hashed)
+  switchboard projects create|list       manage projects
 
 Run 'switchboard COMMAND -h' for a command's flags and environment variables.
 `
@@ -59,6 +63,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runEcho(ctx, args[1:], getenv, stderr)
 	case "rules":
 		err = runRules(ctx, args[1:], getenv, stdout, stderr)
+	case "keys":
+		err = runKeys(ctx, args[1:], getenv, stdout, stderr)
+	case "projects":
+		err = runProjects(ctx, args[1:], getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
