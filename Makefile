@@ -23,7 +23,7 @@ DEV_WEBHOOK_SECRET  := whsec_ZGV2ZWxvcG1lbnQtb25seS1ub3QtYS1zZWNyZXQ=
 run: build ## Run the gateway on :8080 and the demo echo responder against local Postgres and RabbitMQ
 	@./$(BIN) echo 'workflow.#' 'orion.#' & echo_pid=$$!; \
 	trap 'kill $$echo_pid 2>/dev/null; wait $$echo_pid 2>/dev/null' EXIT; \
-	SWITCHBOARD_WEBHOOK_SECRETS="$${SWITCHBOARD_WEBHOOK_SECRETS:-$(DEV_WEBHOOK_SECRET)}" ./$(BIN) serve
+	SWITCHBOARD_WEBHOOK_SECRETS="$${SWITCHBOARD_WEBHOOK_SECRETS:-$(DEV_WEBHOOK_SECRET)}" ./$(BIN) serve --insecure-no-auth
 
 .PHONY: testdeps
 testdeps: ## Install test-only npm packages: standardwebhooks and cloudevents, the independent checkers of webhooks and events

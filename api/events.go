@@ -90,6 +90,9 @@ func (s *Server) historyOf(w http.ResponseWriter, r *http.Request) (uuid.UUID, b
 		writeProblem(w, errNotFound("this gateway keeps no event history"))
 		return uuid.Nil, false
 	}
+	if _, ok := s.visible(w, r, id); !ok {
+		return uuid.Nil, false
+	}
 	return id, true
 }
 
@@ -130,6 +133,11 @@ func (s *Server) requestEvents(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent) // the stream ended before: stop reconnecting
 		return
 	}
+	release, ok := s.holdWaiter(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	s.streamRequest(w, r, rec, after)
 }
 
@@ -266,6 +274,9 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if !s.mayChange(w, r, correlation.Owner{ProjectID: rec.ProjectID, RoutingKey: rec.RoutingKey}) {
+		return
+	}
 	var probe struct {
 		SpecVersion *string `json:"specversion"`
 	}
@@ -337,6 +348,16 @@ func (s *Server) topicEvents(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, errInvalidParameter("topic: "+err.Error()))
 		return
 	}
+	release, ok := s.holdWaiter(w, r)
+	if !ok {
+		return
+	}
+	defer release()
+	who := caller(r)
+	if who.RequestID != uuid.Nil {
+		writeProblem(w, errForbidden("a read token reads one request, not topics"))
+		return
+	}
 	sub, err := s.events.Live.Subscribe(topic)
 	if errors.Is(err, events.ErrTooManySubscribers) {
 		p := problem(http.StatusServiceUnavailable, "too-many-subscribers", "Too many subscribers",
@@ -373,9 +394,16 @@ func (s *Server) topicEvents(w http.ResponseWriter, r *http.Request) {
 				}
 				return
 			}
+			ev, err := events.Parse(m.Body)
 			typ := "message"
-			if ev, err := events.Parse(m.Body); err == nil {
+			if err == nil {
 				typ = ev.Type
+			}
+			// Each project sees its own events; an event that names no
+			// project (published without the request's project header)
+			// only the operators do.
+			if !who.Operator() && (err != nil || ev.Project != who.ProjectID.String()) {
+				continue
 			}
 			if err := sse.Event("", typ, m.Body); err != nil {
 				return
@@ -431,6 +459,14 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Before = id
 	}
+	who := caller(r)
+	if who.RequestID != uuid.Nil {
+		writeProblem(w, errForbidden("a read token reads one request, not lists"))
+		return
+	}
+	if !who.Operator() {
+		f.Project = &who.ProjectID
+	}
 	recs, err := s.records.List(r.Context(), f)
 	if err != nil {
 		writeError(w, err)
@@ -438,7 +474,9 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request) {
 	}
 	out := requestsPage{Requests: make([]recordJSON, 0, len(recs))}
 	for _, rec := range recs {
-		out.Requests = append(out.Requests, recordJSON{Record: rec.Record()})
+		if who.CanRead(rec.ProjectID, rec.ID, rec.RoutingKey) {
+			out.Requests = append(out.Requests, recordJSON{Record: rec.Record()})
+		}
 	}
 	if len(recs) == f.Limit {
 		next := recs[len(recs)-1].ID.String()

@@ -393,6 +393,12 @@ type fakeRecords struct {
 	waits []time.Duration
 }
 
+// Owner answers from the submits seen, as Get does.
+func (r *fakeRecords) Owner(_ context.Context, id uuid.UUID) (correlation.Owner, error) {
+	rec, err := r.last(id)
+	return correlation.Owner{ProjectID: rec.ProjectID, RoutingKey: rec.RoutingKey}, err
+}
+
 func (r *fakeRecords) last(id uuid.UUID) (correlation.Request, error) {
 	for i := len(r.gw.submits) - 1; i >= 0; i-- {
 		if n := r.gw.submits[i]; n.ID == id {

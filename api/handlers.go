@@ -124,6 +124,17 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	who := caller(r)
+	if who.RequestID != uuid.Nil || !who.CanSubmit(key) {
+		writeProblem(w, errForbidden("this key may not submit to routing key "+strconv.Quote(key)))
+		return
+	}
+	if s.auth.Limiter != nil {
+		if ok, retry := s.auth.Limiter.Allow(r.Context(), who.ProjectID); !ok {
+			writeProblem(w, errRateLimited("this project submits faster than its rate limit", retry))
+			return
+		}
+	}
 	now := s.now()
 	if !hasID {
 		id = s.newID()
@@ -139,6 +150,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		ExpiresAt:  now.Add(timeout),
 		ReplyTo:    webhook,
 		Body:       body,
+		ProjectID:  who.ProjectID,
+		KeyID:      who.KeyID,
 	})
 	if err != nil {
 		writeError(w, err)
@@ -149,6 +162,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	h["Message-ID"] = []string{rec.ID.String()} // canonical spelling of CONTRACT, not Message-Id
 	h.Set("Time", strconv.FormatInt(rec.Time, 10))
 	h.Set("Location", "/v1/requests/"+rec.ID.String())
+	s.setReadToken(w, rec)
 	if rec.Status == correlation.StatusUnroutable {
 		writeProblem(w, problem(http.StatusServiceUnavailable, "unroutable", "Unroutable",
 			"no queue is bound for routing key "+strconv.Quote(rec.RoutingKey)+"; the broker returned the request, which is kept with status unroutable"))
@@ -192,6 +206,16 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (correlation.Req
 	if p != nil {
 		writeProblem(w, p)
 		return correlation.Request{}, false
+	}
+	if _, ok := s.visible(w, r, id); !ok {
+		return correlation.Request{}, false
+	}
+	if wait > 0 {
+		release, ok := s.holdWaiter(w, r)
+		if !ok {
+			return correlation.Request{}, false
+		}
+		defer release()
 	}
 	rec, err := s.wait(r.Context(), id, wait)
 	if err != nil {
@@ -296,6 +320,19 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 	}
 	if id, err := uuid.Parse(corr); err == nil {
 		setRequestID(r.Context(), id)
+		// A reply to a request of another project is refused as unknown,
+		// and not kept: it says nothing about that request.
+		owner, err := s.records.Owner(r.Context(), id)
+		switch {
+		case errors.Is(err, correlation.ErrNotFound):
+		case err != nil:
+			writeError(w, err)
+			return
+		case !caller(r).CanRead(owner.ProjectID, id, owner.RoutingKey) || caller(r).RequestID != uuid.Nil:
+			writeProblem(w, problem(http.StatusNotFound, "unknown-correlation", "Unknown correlation id",
+				"no request has this correlation id"))
+			return
+		}
 	}
 	outcome, err := s.gw.StoreReply(r.Context(), correlation.IncomingReply{
 		CorrelationID: corr,
@@ -333,7 +370,12 @@ func (s *Server) cancelRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setRequestID(r.Context(), id)
+	owner, ok := s.visible(w, r, id)
+	if !ok || !s.mayChange(w, r, owner) {
+		return
+	}
 	rec, err := s.gw.Cancel(r.Context(), id)
+	s.audit(r, "request.cancel", id.String(), outcomeOf(err, correlation.ErrNotCancellable), nil)
 	switch {
 	case err == nil:
 	case errors.Is(err, correlation.ErrNotCancellable) && rec.Status == correlation.StatusCancelled:
@@ -388,7 +430,16 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 		}
 		before = n
 	}
-	list, err := s.records.ListDeadLetters(r.Context(), limit, before)
+	var project *uuid.UUID
+	switch p := caller(r); {
+	case p.Operator():
+	case p.Scopes.IsAdmin() && p.RequestID == uuid.Nil:
+		project = &p.ProjectID
+	default:
+		writeProblem(w, errForbidden("dead letters are for the project's admins"))
+		return
+	}
+	list, err := s.records.ListDeadLetters(r.Context(), project, limit, before)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -406,4 +457,17 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 		page.NextBefore = list[len(list)-1].ID
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// outcomeOf names how an action ended for the audit trail: ok, refused
+// (the expected refusal, e.g. cancelling a finished request) or error.
+func outcomeOf(err, refused error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case refused != nil && errors.Is(err, refused):
+		return "refused"
+	default:
+		return "error"
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchboard-gw/switchboard/api"
+	"github.com/switchboard-gw/switchboard/auth"
 	"github.com/switchboard-gw/switchboard/correlation"
 	"github.com/switchboard-gw/switchboard/events"
 	"github.com/switchboard-gw/switchboard/gateway"
@@ -43,6 +46,7 @@ type bundle struct {
 	http    *http.Client
 	history *events.Store
 	live    *events.Hub
+	keys    *auth.Store
 }
 
 type options struct {
@@ -56,6 +60,9 @@ type options struct {
 	// it Reply-To is still accepted (and deliveries are made, pending) but
 	// nothing is sent.
 	webhooks func(*webhook.Config)
+	// auth, when set, puts projects and API keys in front of the API with
+	// these limits; without it every call is an operator's.
+	auth *auth.Limits
 }
 
 // testWebhookSecret signs the tests' webhooks.
@@ -155,6 +162,22 @@ func setup(t *testing.T, opts options) *bundle {
 	b.api.SetEvents(api.Events{History: b.history, Live: b.live, Wake: b.gw.WakeRelay,
 		Heartbeat: 200 * time.Millisecond, Settle: time.Second})
 	b.api.SetCORS([]string{"https://app.example.com"})
+	if opts.auth != nil {
+		b.keys = auth.NewStore(pool, logger)
+		tokens := auth.NewTokens([]byte("a test secret of thirty-two bytes"), time.Minute)
+		audit := auth.NewAudit(pool)
+		b.api.SetAuth(api.Auth{
+			Middleware: auth.Middleware(auth.MiddlewareConfig{Store: b.keys, Tokens: tokens, Logger: logger,
+				Open: []string{"/healthz", "/readyz", "/metrics"}}),
+			Tokens:  tokens,
+			Limiter: auth.NewLimiter(*opts.auth, nil),
+			Audit:   audit,
+			Routes: func(r chi.Router) {
+				b.keys.Routes(r, audit)
+				audit.Routes(r)
+			},
+		})
+	}
 	srv := httptest.NewServer(b.api.Handler())
 	b.url = srv.URL
 	b.http = srv.Client()
@@ -336,3 +359,20 @@ func newRequest(ctx context.Context, url string) (*http.Request, error) {
 }
 
 type gatewayConfig = gateway.Config
+
+// key creates an API key of project (created if needed) with scopes, and
+// returns the Authorization header that carries it.
+func (b *bundle) key(t *testing.T, project string, scopes ...string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	p, err := b.keys.ProjectByName(ctx, project)
+	if errors.Is(err, auth.ErrNotFound) {
+		p, err = b.keys.CreateProject(ctx, project)
+	}
+	require.NoError(t, err)
+	sc, err := auth.ParseScopes(scopes)
+	require.NoError(t, err)
+	_, secret, err := b.keys.CreateKey(ctx, auth.NewKey{ProjectID: p.ID, Name: "test", Scopes: sc})
+	require.NoError(t, err)
+	return map[string]string{"Authorization": "Bearer " + secret}
+}

@@ -59,6 +59,8 @@ func writeError(w http.ResponseWriter, err error) {
 	var p *Problem
 	switch {
 	case errors.As(err, &p):
+	case authProblem(err) != nil:
+		p = authProblem(err)
 	case errors.Is(err, correlation.ErrNotFound):
 		p = errNotFound("no request has this id")
 	case errors.Is(err, correlation.ErrConflict):

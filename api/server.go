@@ -83,7 +83,8 @@ type Records interface {
 	Get(ctx context.Context, id uuid.UUID) (correlation.Request, error)
 	Wait(ctx context.Context, id uuid.UUID, timeout time.Duration) (correlation.Request, error)
 	List(ctx context.Context, f correlation.Filter) ([]correlation.Request, error)
-	ListDeadLetters(ctx context.Context, limit int, before int64) ([]correlation.DeadLetter, error)
+	ListDeadLetters(ctx context.Context, project *uuid.UUID, limit int, before int64) ([]correlation.DeadLetter, error)
+	Owner(ctx context.Context, id uuid.UUID) (correlation.Owner, error)
 	DeadLetterCount(ctx context.Context) (int, error)
 	Ping(ctx context.Context) error
 }
@@ -107,6 +108,8 @@ type Server struct {
 	cors func(http.Handler) http.Handler
 	// rules is the rule engine's API (nil: off).
 	rules Rules
+	// auth is zero when every call is the insecure principal's.
+	auth Auth
 	// draining ends every long-poll early (answering with the record as it
 	// is) so a graceful shutdown does not wait out MaxWait.
 	draining context.Context
@@ -159,6 +162,9 @@ func (s *Server) Handler() http.Handler {
 	if s.cors != nil {
 		r.Use(s.cors)
 	}
+	if s.auth.Middleware != nil {
+		r.Use(s.auth.Middleware)
+	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, errNotFound("nothing is served at "+r.URL.Path))
 	})
@@ -180,7 +186,12 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/requests/{id}/events", s.requestEvents)
 		r.Post("/requests/{id}/events", s.postEvent)
 		r.Get("/events", s.topicEvents)
-		s.rulesRoutes(r)
+		r.Post("/requests/{id}/read-token", s.readToken)
+		r.Group(func(r chi.Router) {
+			r.Use(s.operatorOnly)
+			s.rulesRoutes(r)
+		})
+		s.authRoutes(r)
 		r.Post("/replies", s.postReply)
 		r.Get("/dead-letters", s.listDeadLetters)
 	})

@@ -178,8 +178,8 @@ func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setRequestID(r.Context(), id)
-	if _, err := s.records.Get(r.Context(), id); err != nil {
-		writeError(w, err)
+	owner, ok := s.visible(w, r, id)
+	if !ok || !s.mayChange(w, r, owner) {
 		return
 	}
 	if s.webhooks.Deliveries == nil {
@@ -187,6 +187,7 @@ func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, err := s.webhooks.Deliveries.Retry(r.Context(), id)
+	s.audit(r, "delivery.retry", id.String(), outcomeOf(err, webhook.ErrNotRetryable), nil)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -164,14 +164,21 @@ func (s *Store) KeepDeadLetter(ctx context.Context, reason string, in IncomingRe
 }
 
 // ListDeadLetters returns up to limit dead letters, newest first, with ids
-// below before (0: from the newest).
-func (s *Store) ListDeadLetters(ctx context.Context, limit int, before int64) ([]DeadLetter, error) {
+// below before (0: from the newest), of one project (nil: all of them,
+// including those that name no request).
+func (s *Store) ListDeadLetters(ctx context.Context, project *uuid.UUID, limit int, before int64) ([]DeadLetter, error) {
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
+	var only *[16]byte
+	if project != nil {
+		b := [16]byte(*project)
+		only = &b
+	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT id, reason, source, coalesce(correlation_id, ''), coalesce(message_id, ''), headers, body, received_at
-		FROM dead_letters WHERE id < $1 ORDER BY id DESC LIMIT $2`, before, limit)
+		FROM dead_letters WHERE id < $1 AND ($3::uuid IS NULL OR project_id = $3)
+		ORDER BY id DESC LIMIT $2`, before, limit, only)
 	if err != nil {
 		return nil, dbErr("list dead letters", err)
 	}
@@ -260,6 +267,7 @@ type Filter struct {
 	RoutingKey string
 	Before     uuid.UUID // only ids below this one; uuid.Nil: from the newest
 	Limit      int
+	Project    *uuid.UUID // only this project's; nil: every project
 }
 
 // List returns requests matching f in descending id order, which for the
@@ -275,13 +283,19 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Request, error) {
 	} else if f.RoutingKey == "#" {
 		exact = ""
 	}
+	var only *[16]byte
+	if f.Project != nil {
+		b := [16]byte(*f.Project)
+		only = &b
+	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT `+requestColumns+` FROM requests
 		WHERE id < $1
 		  AND ($2 = '' OR status = $2)
 		  AND ($3 = '' OR routing_key = $3 OR ($4 <> '' AND starts_with(routing_key, $4)))
+		  AND ($6::uuid IS NULL OR project_id = $6)
 		ORDER BY id DESC
-		LIMIT $5`, [16]byte(before), string(f.Status), exact, prefix, f.Limit)
+		LIMIT $5`, [16]byte(before), string(f.Status), exact, prefix, f.Limit, only)
 	if err != nil {
 		return nil, dbErr("list requests", err)
 	}

@@ -69,8 +69,10 @@ type Request struct {
 	Status      Status
 	Time        int64 // creation time, Unix milliseconds (client's or stamped)
 	ExpiresAt   time.Time
-	ReplyTo     string // webhook URL, empty when none
-	Body        []byte // the JSON body exactly as received
+	ReplyTo     string    // webhook URL, empty when none
+	Body        []byte    // the JSON body exactly as received
+	ProjectID   uuid.UUID // the project it belongs to (uuid.Nil: the default project)
+	KeyID       uuid.UUID // the API key that submitted it; uuid.Nil: none
 	CreatedAt   time.Time
 	PublishedAt *time.Time
 	Attempts    int
@@ -94,6 +96,9 @@ type NewRequest struct {
 	ExpiresAt  time.Time
 	ReplyTo    string
 	Body       []byte
+	// ProjectID owns the request; KeyID is the key that submitted it
+	// (uuid.Nil: none).
+	ProjectID, KeyID uuid.UUID
 	// PublishAfter is when the outbox relay may take the request if the
 	// submitting gateway has not published it by then (it crashed, or the
 	// broker was down). The submitter publishes at once itself.

@@ -27,6 +27,7 @@ type Store struct {
 	pool   *pgxpool.Pool
 	hub    *hub
 	logger *slog.Logger
+	owners owners
 
 	// Group commits of the hot path: concurrent inserts, publish confirms
 	// and replies each share one statement and one commit.
@@ -61,7 +62,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-const requestColumns = `id, routing_key, status, time_ms, expires_at, coalesce(reply_to, ''), body,
+const requestColumns = `id, routing_key, status, time_ms, expires_at, coalesce(reply_to, ''), body, project_id, key_id,
 	created_at, published_at, publish_attempts,
 	reply_message_id, reply_correlation_id, reply_time_ms, reply_body, replied_at`
 
@@ -74,11 +75,15 @@ func scanRequest(row pgx.Row) (Request, error) {
 		replyBody  []byte
 		repliedAt  *time.Time
 	)
-	err := row.Scan(&r.ID, &r.RoutingKey, &r.Status, &r.Time, &r.ExpiresAt, &r.ReplyTo, &r.Body,
+	var keyID *uuid.UUID
+	err := row.Scan(&r.ID, &r.RoutingKey, &r.Status, &r.Time, &r.ExpiresAt, &r.ReplyTo, &r.Body, &r.ProjectID, &keyID,
 		&r.CreatedAt, &r.PublishedAt, &r.Attempts,
 		&replyMsgID, &replyCorr, &replyTime, &replyBody, &repliedAt)
 	if err != nil {
 		return Request{}, err
+	}
+	if keyID != nil {
+		r.KeyID = *keyID
 	}
 	if repliedAt != nil {
 		r.Reply = &Reply{Body: replyBody, ReceivedAt: *repliedAt}
@@ -113,21 +118,25 @@ func (s *Store) Create(ctx context.Context, n NewRequest) (r Request, created bo
 		r = Request{
 			ID: n.ID, RoutingKey: n.RoutingKey, Status: StatusQueued, Time: n.Time,
 			ExpiresAt: n.ExpiresAt, ReplyTo: n.ReplyTo, Body: n.Body, CreatedAt: res.createdAt,
+			ProjectID: n.ProjectID, KeyID: n.KeyID,
 		}
+		s.owners.put(n.ID, Owner{ProjectID: n.ProjectID, RoutingKey: n.RoutingKey})
 		return r, true, nil
 	}
 
-	// The id exists: a repeat of the same request, or a collision.
+	// The id exists: a repeat of the same request, or a collision. Another
+	// project's id is a collision too, and says nothing more about it.
 	var existingKey string
 	var existingSum []byte
-	err = s.pool.QueryRow(ctx, `SELECT routing_key, body_sha256 FROM requests WHERE id = $1`, n.ID).
-		Scan(&existingKey, &existingSum)
+	var existingProject uuid.UUID
+	err = s.pool.QueryRow(ctx, `SELECT routing_key, body_sha256, project_id FROM requests WHERE id = $1`, n.ID).
+		Scan(&existingKey, &existingSum, &existingProject)
 	if err != nil {
 		// Not found here means the row vanished in between (retention
 		// removed a repeat's original); treat it as a database problem.
 		return Request{}, false, dbErr("read existing request", err)
 	}
-	if existingKey != n.RoutingKey || !bytes.Equal(existingSum, digest(n.Body)) {
+	if existingProject != n.ProjectID || existingKey != n.RoutingKey || !bytes.Equal(existingSum, digest(n.Body)) {
 		return Request{}, false, ErrConflict
 	}
 	r, err = s.Get(ctx, n.ID)
@@ -156,7 +165,14 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 	bodies := make([][]byte, n)
 	sums := make([][]byte, n)
 	next := make([]time.Time, n)
+	projects := make([][16]byte, n)
+	keyIDs := make([]*[16]byte, n)
 	for i, r := range in {
+		projects[i] = r.ProjectID
+		if r.KeyID != uuid.Nil {
+			k := [16]byte(r.KeyID)
+			keyIDs[i] = &k
+		}
 		ids[i], keys[i], times[i], expires[i], bodies[i], next[i] = r.ID, r.RoutingKey, r.Time, r.ExpiresAt, r.Body, r.PublishAfter
 		if r.ReplyTo != "" {
 			replyTo[i] = &in[i].ReplyTo
@@ -164,13 +180,13 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 		sums[i] = digest(r.Body)
 	}
 	rows, err := s.pool.Query(ctx, `
-		INSERT INTO requests (id, routing_key, status, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at)
-		SELECT id, routing_key, 'queued', time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at
-		FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[])
-			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at)
+		INSERT INTO requests (id, routing_key, status, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id)
+		SELECT id, routing_key, 'queued', time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id
+		FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::uuid[], $10::uuid[])
+			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id)
 		ON CONFLICT (id) DO NOTHING
 		RETURNING id, created_at`,
-		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next)
+		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next, projects, keyIDs)
 	if err != nil {
 		return nil, dbErr("insert requests", err)
 	}
@@ -430,10 +446,16 @@ func (s *Store) deadLetter(ctx context.Context, reason string, in IncomingReply)
 	if body == nil {
 		body = []byte{}
 	}
+	// The dead letter belongs to the project of the request it names.
+	var about *[16]byte
+	if id, err := uuid.Parse(in.CorrelationID); err == nil {
+		b := [16]byte(id)
+		about = &b
+	}
 	_, err = s.pool.Exec(ctx, `
-		INSERT INTO dead_letters (reason, source, correlation_id, message_id, headers, body)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		reason, in.Source, in.CorrelationID, in.MessageID, h, body)
+		INSERT INTO dead_letters (reason, source, correlation_id, message_id, headers, body, project_id)
+		VALUES ($1, $2, $3, $4, $5, $6, (SELECT project_id FROM requests WHERE id = $7))`,
+		reason, in.Source, in.CorrelationID, in.MessageID, h, body, about)
 	if err != nil {
 		return dbErr("insert dead letter", err)
 	}

@@ -15,15 +15,18 @@ import (
 // event on the events exchange. correlationid is an extension attribute
 // carrying the id of the request the event is about.
 type CloudEvent struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            string          `json:"type"`
-	Time            time.Time       `json:"time"`
-	Subject         string          `json:"subject,omitempty"`
-	DataContentType string          `json:"datacontenttype"`
-	CorrelationID   string          `json:"correlationid,omitempty"`
-	Data            json.RawMessage `json:"data"`
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Time            time.Time `json:"time"`
+	Subject         string    `json:"subject,omitempty"`
+	DataContentType string    `json:"datacontenttype"`
+	CorrelationID   string    `json:"correlationid,omitempty"`
+	// Project is the extension attribute switchboardproject: the id of the
+	// project the event belongs to, when the publisher knew it.
+	Project string          `json:"switchboardproject,omitempty"`
+	Data    json.RawMessage `json:"data"`
 }
 
 // ErrInvalid means a message is not an event the gateway can keep.

@@ -93,6 +93,7 @@ func (w *world) gatewayEnv(amqpURL string) []string {
 		"SWITCHBOARD_DEAD_LETTER_EXCHANGE=" + w.names.DeadLetterExchange,
 		"SWITCHBOARD_DEAD_LETTER_QUEUE=" + w.names.DeadLetterQueue,
 		"SWITCHBOARD_EVENT_HISTORY_QUEUE=" + w.names.EventHistoryQueue,
+		"SWITCHBOARD_INSECURE_NO_AUTH=true",
 		"SWITCHBOARD_CONFIRM_TIMEOUT=" + confirmTimeout.String(),
 		"SWITCHBOARD_SHUTDOWN_TIMEOUT=5s",
 		"SWITCHBOARD_MAX_WAIT=10s",

@@ -15,14 +15,16 @@ import (
 // the time left before the request's deadline, so a responder never starts
 // work nobody is waiting for. Header expires_at (ms) carries the deadline
 // itself: expiration counts from publication, and a responder cannot know
-// how long the message waited in its queue.
+// how long the message waited in its queue. Header project is the id of the
+// project the request belongs to, so responders can tell projects apart
+// (and the responder SDK tags its events with it).
 func requestMessage(r correlation.Request, replyQueue, appID string, now time.Time) amqp.Publishing {
 	left := r.ExpiresAt.Sub(now).Milliseconds()
 	if left < 1 {
 		left = 1
 	}
 	return amqp.Publishing{
-		Headers:      amqp.Table{"time": r.Time, "expires_at": r.ExpiresAt.UnixMilli()},
+		Headers:      amqp.Table{"time": r.Time, "expires_at": r.ExpiresAt.UnixMilli(), "project": r.ProjectID.String()},
 		ContentType:  "application/json",
 		DeliveryMode: amqp.Persistent,
 		MessageId:    r.ID.String(),

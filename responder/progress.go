@@ -74,7 +74,7 @@ func PublishEvent(ctx context.Context, typ string, data any) error {
 	}
 	now := time.Now()
 	id := uuid.NewString()
-	body, err := buildEvent(id, typ, h.source, h.req.ID, data, now)
+	body, err := buildProjectEvent(id, typ, h.source, h.req.ID, h.req.Project, data, now)
 	if err != nil {
 		return err
 	}
@@ -105,12 +105,19 @@ type cloudEvent struct {
 	Subject         string          `json:"subject"`
 	DataContentType string          `json:"datacontenttype"`
 	CorrelationID   string          `json:"correlationid"`
+	Project         string          `json:"switchboardproject,omitempty"`
 	Data            json.RawMessage `json:"data,omitempty"`
 }
 
 // buildEvent returns the JSON of the event id of type typ about request
 // requestID.
 func buildEvent(id, typ, source, requestID string, data any, now time.Time) ([]byte, error) {
+	return buildProjectEvent(id, typ, source, requestID, "", data, now)
+}
+
+// buildProjectEvent is buildEvent for a request of project (the extension
+// attribute switchboardproject; left out when empty).
+func buildProjectEvent(id, typ, source, requestID, project string, data any, now time.Time) ([]byte, error) {
 	var raw json.RawMessage
 	switch v := data.(type) {
 	case nil:
@@ -128,7 +135,7 @@ func buildEvent(id, typ, source, requestID string, data any, now time.Time) ([]b
 	}
 	return json.Marshal(cloudEvent{
 		SpecVersion: "1.0", ID: id, Source: source, Type: typ, Time: now.UTC(),
-		Subject: requestID, DataContentType: "application/json", CorrelationID: requestID, Data: raw,
+		Subject: requestID, DataContentType: "application/json", CorrelationID: requestID, Project: project, Data: raw,
 	})
 }
 

@@ -40,6 +40,9 @@ type Request struct {
 	Headers    amqp.Table
 	// Deadline is when the gateway stops waiting (zero when unknown).
 	Deadline time.Time
+	// Project is the id of the project the request belongs to (header
+	// project); the events Progress publishes carry it.
+	Project string
 }
 
 // Handler does the work. Its reply is marshalled to JSON (a json.RawMessage
@@ -214,6 +217,9 @@ func (r *Responder) session(ctx context.Context) error {
 
 func (r *Responder) handle(ctx context.Context, out *replier, events *eventPublisher, d amqp.Delivery) {
 	req := Request{ID: d.MessageId, RoutingKey: d.RoutingKey, Body: d.Body, Headers: d.Headers}
+	if p, ok := d.Headers["project"].(string); ok {
+		req.Project = p
+	}
 	if t, ok := amqpheader.Int(d.Headers["time"]); ok {
 		req.Time = t
 	} else if !d.Timestamp.IsZero() {

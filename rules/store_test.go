@@ -122,7 +122,7 @@ rules:
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	require.Equal(t, rules.OutcomeFailed, got[0].Outcome)
-	dls, err := store.ListDeadLetters(context.Background(), 10, 0)
+	dls, err := store.ListDeadLetters(context.Background(), nil, 10, 0)
 	require.NoError(t, err)
 	require.Len(t, dls, 1)
 	require.Equal(t, rules.ReasonActionFailed, dls[0].Reason)

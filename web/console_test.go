@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,14 +119,26 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// startGateway runs `switchboard serve` on a free loopback port against the
-// test's own database and broker names, and returns its address once it
-// listens and has connected to the broker (or fails the test when ctx ends
-// first).
-func startGateway(ctx context.Context, t *testing.T, dbURL, amqpURL string, n testsvc.Names) string {
+// gatewayEnv is the environment the gateway binary runs with: the test's,
+// but never insecure, whatever the shell running the tests says.
+func gatewayEnv(vars ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SWITCHBOARD_INSECURE_NO_AUTH=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, vars...)
+}
+
+// startGateway runs `switchboard serve`, with authentication, on a free
+// loopback port against the test's own database and broker names, and
+// returns its address once it listens and has connected to the broker (or
+// fails the test when ctx ends first), and its log so far.
+func startGateway(ctx context.Context, t *testing.T, dbURL, amqpURL string, n testsvc.Names) (string, *lockedBuffer) {
 	t.Helper()
 	cmd := exec.Command(gatewayBin, "serve")
-	cmd.Env = append(os.Environ(),
+	cmd.Env = gatewayEnv(
 		"SWITCHBOARD_HTTP_ADDR=127.0.0.1:0",
 		"SWITCHBOARD_DATABASE_URL="+dbURL,
 		"SWITCHBOARD_AMQP_URL="+amqpURL,
@@ -140,7 +155,7 @@ func startGateway(ctx context.Context, t *testing.T, dbURL, amqpURL string, n te
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 
-	var logs lockedBuffer
+	logs := &lockedBuffer{}
 	addrc := make(chan string, 1)
 	connected := make(chan struct{})
 	go func() {
@@ -197,7 +212,38 @@ func startGateway(ctx context.Context, t *testing.T, dbURL, amqpURL string, n te
 	case <-ctx.Done():
 		t.Fatalf("switchboard serve did not connect to the broker in time:\n%s", logs.String())
 	}
-	return addr
+	return addr, logs
+}
+
+// apiKeyFormat is what `switchboard keys create` prints: sb_ and 256 bits
+// in base64url.
+var apiKeyFormat = regexp.MustCompile(`^sb_[A-Za-z0-9_-]{43}$`)
+
+// createKey makes an API key in the default project of the gateway's
+// database the way an operator would, with the binary's `keys create`,
+// and returns it.
+func createKey(ctx context.Context, t *testing.T, dbURL string, scopes ...string) string {
+	t.Helper()
+	args := []string{"keys", "create", "--project", "default", "--name", "console"}
+	for _, s := range scopes {
+		args = append(args, "--scope", s)
+	}
+	cmd := exec.CommandContext(ctx, gatewayBin, args...)
+	cmd.Env = gatewayEnv("SWITCHBOARD_DATABASE_URL="+dbURL, "SWITCHBOARD_LOG_FORMAT=json")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "switchboard keys create: %s", stderr.String())
+	// The details are a column of "label: value" lines; the key's label is
+	// key:.
+	for line := range strings.Lines(string(out)) {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "key:" {
+			require.Regexp(t, apiKeyFormat, f[1], "the key printed")
+			return f[1]
+		}
+	}
+	t.Fatalf("switchboard keys create printed no key line:\n%s", out)
+	return ""
 }
 
 // progressSteps are what the calibrating responder reports before it
@@ -423,29 +469,38 @@ const readFollow = `(() => ({
 }))()`
 
 // TestConsoleInBrowser drives the console in headless Chromium against a
-// real gateway and a real responder: submit a request, watch its progress
-// arrive live over Server-Sent Events and its reply, then find it among the
-// recent requests and see the dead letters.
+// real gateway, which needs API keys, and a real responder: log in with a
+// key made by `switchboard keys create` (after a wrong one is refused),
+// submit a request, watch its progress arrive live over Server-Sent Events
+// (opened with the read token the submit was answered with) and its reply,
+// reload and still be logged in, find the request among the recent ones,
+// see the dead letters, and log out. All along, the key goes nowhere but
+// the Authorization header: not into a URL, the page, its storage beyond
+// the tab's session, the browser's console or the gateway's log.
 func TestConsoleInBrowser(t *testing.T) {
 	requireBrowser(t)
 	require.NoError(t, buildErr, "build the gateway")
 	t.Parallel()
 	// One deadline bounds the whole test: processes, browser and waits.
-	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	dbURL := testsvc.Database(t)
 	amqpURL := testsvc.AMQPURL(t)
 	names := testsvc.BrokerNames(t)
-	addr := startGateway(ctx, t, dbURL, amqpURL, names)
+	addr, gatewayLog := startGateway(ctx, t, dbURL, amqpURL, names)
 	base := "http://" + addr
+	// The console's key submits and reads anything; as an admin of the
+	// default project (an operator) it also sees the dead letters.
+	apiKey := createKey(ctx, t, dbURL, "submit:#", "read:#", "admin")
 	advance := startResponder(ctx, t, amqpURL, names)
 	tab := newBrowser(t, ctx)
 	shots := artifactsDir(t)
 
 	// Everything the page does is watched: console errors, uncaught
-	// exceptions and CSP violations, and the URL of every request it makes.
+	// exceptions and CSP violations, everything it logs, and the URL of
+	// every request it makes.
 	var mu sync.Mutex
-	var problems, urls []string
+	var problems, logged, urls []string
 	watchCtx, stopWatching := context.WithCancel(tab)
 	var watchers sync.WaitGroup
 	messages := chromedp.Console(watchCtx)
@@ -455,11 +510,13 @@ func TestConsoleInBrowser(t *testing.T) {
 			if err != nil {
 				return
 			}
+			line := fmt.Sprintf("%s: %s (%s:%d)", m.Type, m.Text, m.URL, m.Line+1)
+			mu.Lock()
+			logged = append(logged, line)
 			if m.IsException() || m.Type == "error" || m.Type == "warning" || strings.Contains(m.Text, "Content Security Policy") {
-				mu.Lock()
-				problems = append(problems, fmt.Sprintf("%s: %s (%s:%d)", m.Type, m.Text, m.URL, m.Line+1))
-				mu.Unlock()
+				problems = append(problems, line)
 			}
+			mu.Unlock()
 		}
 	})
 	watchers.Go(func() {
@@ -476,11 +533,98 @@ func TestConsoleInBrowser(t *testing.T) {
 		stopWatching()
 		watchers.Wait()
 	}()
+	// seen returns the requests the page made so far (method and URL)
+	// that match re.
+	seen := func(re string) []string {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []string
+		for _, u := range urls {
+			if regexp.MustCompile(re).MatchString(u) {
+				out = append(out, u)
+			}
+		}
+		return out
+	}
+	// requireKeyNotInPage checks that the page holds the key nowhere it
+	// could leak from: its address, markup or text, a form field, local
+	// storage or a cookie.
+	requireKeyNotInPage := func(when string) {
+		t.Helper()
+		where, err := chromedp.Run(tab, chromedp.Evaluate[[]string](fmt.Sprintf(`((key) => {
+		  const found = [];
+		  if (location.href.includes(key)) found.push('location.href');
+		  if (document.documentElement.outerHTML.includes(key)) found.push('markup');
+		  if (document.body.innerText.includes(key)) found.push('text');
+		  for (const f of document.querySelectorAll('input, textarea')) if (f.value.includes(key)) found.push('field #' + f.id);
+		  if (localStorage.length > 0) found.push('localStorage');
+		  if (document.cookie !== '') found.push('cookie');
+		  return found;
+		})(%q)`, apiKey)))
+		require.NoError(t, err)
+		require.Empty(t, where, "%s: the page holds the key", when)
+	}
+	const storedKey = `sessionStorage.getItem('switchboard.api-key')`
+
+	// The gateway needs a key, so the console asks for one first, in a
+	// password field that no form submission could put into a URL.
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Navigate(base+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-ready="true"][data-auth="login"] #login-form`)),
+	))
+	loginOnly, err := chromedp.Run(tab, chromedp.Evaluate[bool](`(() => { const k = document.getElementById('login-key');
+	  return k.type === 'password' && k.name === '' && document.activeElement === k &&
+	    document.getElementById('nav').hidden && document.getElementById('session').hidden &&
+	    ['view-submit', 'view-requests', 'view-dead-letters'].every((v) => document.getElementById(v).hidden); })()`))
+	require.NoError(t, err)
+	require.True(t, loginOnly, "only the login is shown, its field focused")
+
+	// A wrong key, well formed: the gateway's 401 is shown, and nothing is
+	// kept, not even in the field.
+	var random [32]byte
+	_, err = rand.Read(random[:])
+	require.NoError(t, err)
+	wrongKey := "sb_" + base64.RawURLEncoding.EncodeToString(random[:])
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.SendKeys(chromedp.ID("login-key"), wrongKey),
+		chromedp.Click(chromedp.ID("login-button")),
+	))
+	pollJS(t, tab, "the wrong key is refused", `!document.getElementById('login-problem').hidden`, 10*time.Second)
+	refused, err := chromedp.Run(tab, chromedp.Evaluate[struct {
+		Auth   string `json:"auth"`
+		Note   string `json:"note"`
+		Title  string `json:"title"`
+		Type   string `json:"type"`
+		Field  string `json:"field"`
+		Stored int    `json:"stored"`
+	}](`(() => { const p = document.getElementById('login-problem'); const q = (s) => p.querySelector(s)?.textContent ?? '';
+	  return {auth: document.body.dataset.auth, note: document.getElementById('login-note').textContent,
+	          title: q('[data-testid=problem-title]'), type: q('[data-testid=problem-type]'),
+	          field: document.getElementById('login-key').value, stored: sessionStorage.length}; })()`))
+	require.NoError(t, err)
+	require.Equal(t, "login", refused.Auth)
+	require.Equal(t, "The gateway did not accept this key.", refused.Note)
+	require.Equal(t, "401 Unauthorized", refused.Title)
+	require.Equal(t, "urn:switchboard:problem:unauthorized", refused.Type)
+	require.Empty(t, refused.Field, "the field is cleared")
+	require.Zero(t, refused.Stored, "a refused key is not kept")
+	screenshot(t, tab, shots, "console-login.png")
+
+	// The key made by `keys create` logs in: it is kept in the tab's
+	// sessionStorage, and nowhere in the page.
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.SendKeys(chromedp.ID("login-key"), apiKey),
+		chromedp.Click(chromedp.ID("login-button")),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-auth="key"] #submit-form`)),
+		chromedp.WaitVisible(chromedp.ID("logout-button")),
+	))
+	stored, err := chromedp.Run(tab, chromedp.Evaluate[string](storedKey))
+	require.NoError(t, err)
+	require.Equal(t, apiKey, stored, "the key is kept in sessionStorage")
+	requireKeyNotInPage("after logging in")
 
 	// Submit.
 	require.NoError(t, chromedp.Do(tab,
-		chromedp.Navigate(base+"/ui/"),
-		chromedp.WaitVisible(chromedp.CSS(`body[data-ready="true"] #submit-form`)),
 		chromedp.SendKeys(chromedp.ID("submit-key"), "test.calibrate"),
 		chromedp.SetValue(chromedp.ID("submit-body"), "{\n  \"instrument\": \"spectrometer-7\",\n  \"samples\": 3\n}"),
 		chromedp.SetValue(chromedp.ID("submit-timeout"), "30"),
@@ -546,9 +690,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Equal(t, map[string]any{"result": "calibrated"}, reply)
 	require.Contains(t, st.Reply, "\n", "the reply is pretty-printed")
 
+	// The stream was opened with the read token the submit was answered
+	// with: no other was minted, and the URL holds a token, not the key.
+	streamURL := `^GET ` + regexp.QuoteMeta(base+"/v1/requests/"+id+"/events") + `\?access_token=sbt_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$`
+	require.Len(t, seen(streamURL), 1, "one stream, with a read token: %q", seen(`/events`))
+	mintURL := `^POST ` + regexp.QuoteMeta(base+"/v1/requests/"+id+"/read-token") + `$`
+	require.Empty(t, seen(mintURL), "the submit's read token was used")
+
 	// What the page shows is what the gateway holds.
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/requests/"+id, nil)
 	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
 	res, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	var rec struct {
@@ -599,6 +751,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Contains(t, prob.Detail, `no queue is bound for routing key "nobody.listens"`)
 	require.Regexp(t, `^#/requests/[0-9a-f-]{36}$`, prob.Link, "a link to the kept record")
 
+	// A reload keeps the session (sessionStorage) and follows the request
+	// again. The submit's read token was in the page's memory only, so a
+	// fresh one is minted with the key.
+	require.NoError(t, chromedp.Do(tab, chromedp.Reload()))
+	pollJS(t, tab, "the reload keeps the session and follows the request again", fmt.Sprintf(`document.body.dataset.ready === 'true' &&
+	  document.body.dataset.auth === 'key' && location.hash === '#/requests/%s' &&
+	  document.getElementById('follow-status').dataset.status === 'replied' && window.__events.at(-1) === 'reply' &&
+	  window.__events.filter((e) => e === 'progress').length === 3 && window.__transport === 'stream'`, id), 10*time.Second)
+	require.Len(t, seen(mintURL), 1, "a read token was minted for the reloaded page")
+	require.Len(t, seen(streamURL), 2, "the stream was opened with it: %q", seen(`/events`))
+	requireKeyNotInPage("after the reload")
+
 	// Recent requests, filtered by status and a routing-key prefix; a click
 	// on the row follows the request again.
 	require.NoError(t, chromedp.Do(tab,
@@ -646,6 +810,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Correlation-ID", orphan)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
 	res, err = http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	res.Body.Close()
@@ -674,37 +839,100 @@ func TestConsoleInBrowser(t *testing.T) {
 		`!document.getElementById('follow-problem').hidden && document.querySelector('#follow-problem [data-testid=problem-title]').textContent === '404 Not found' && document.getElementById('follow-status').dataset.status === 'unknown'`,
 		10*time.Second)
 
+	// Following the listed request again used the token at hand; every
+	// stream the page opened had one.
+	require.Len(t, seen(mintURL), 1, "no second token for the same request")
+	require.Len(t, seen(streamURL), 3, "%q", seen(`/events`))
+	require.Len(t, seen(`^GET .*/events`), 3, "every stream was opened with a read token")
+
+	// Logging out forgets the key and what the session showed, and brings
+	// the login back, which a reload keeps.
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Click(chromedp.ID("logout-button")),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-auth="login"] #login-form`)),
+	))
+	out, err := chromedp.Run(tab, chromedp.Evaluate[struct {
+		Note   string `json:"note"`
+		Stored int    `json:"stored"`
+		Shown  int    `json:"shown"`
+	}](`({note: document.getElementById('login-note').textContent, stored: sessionStorage.length,
+	    shown: document.querySelectorAll('#follow-log li, #requests-table tbody tr, #dead-letters-table tbody tr').length +
+	      document.getElementById('submit-result').childElementCount})`))
+	require.NoError(t, err)
+	require.Equal(t, "Logged out: this tab no longer holds the key.", out.Note)
+	require.Zero(t, out.Stored, "sessionStorage is empty")
+	require.Zero(t, out.Shown, "what the session showed is gone")
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-ready="true"][data-auth="login"] #login-form`)),
+	))
+	requireKeyNotInPage("after logging out")
+
 	stopWatching()
 	watchers.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	// The browser logs the 503 and the 404 above as failed loads; nothing
-	// else may show up.
+	// The browser logs the 503, the 404 and the 401s (the key checks: none
+	// at the start and after logging out, the wrong one) above as failed
+	// loads; nothing else may show up.
 	t.Logf("browser console: %q", problems)
 	for _, p := range problems {
 		if strings.HasPrefix(p, "error: Failed to load resource") &&
-			(strings.Contains(p, "("+base+"/nobody/listens:") || strings.Contains(p, "("+base+"/v1/requests/"+unknown+":")) {
+			(strings.Contains(p, "("+base+"/nobody/listens:") || strings.Contains(p, "("+base+"/v1/requests/"+unknown+":") ||
+				(strings.Contains(p, "status of 401") && strings.Contains(p, "("+base+"/v1/requests?limit=1:"))) {
 			continue
 		}
 		t.Errorf("console error, exception or CSP violation: %s", p)
+	}
+	for _, l := range logged {
+		require.NotContains(t, l, apiKey, "the browser's console shows the key")
 	}
 	posts := 0
 	for _, u := range urls {
 		method, target, _ := strings.Cut(u, " ")
 		require.True(t, strings.HasPrefix(target, base+"/"), "the page only talks to the gateway: %s", u)
+		require.NotContains(t, u, apiKey, "a URL holds the key")
+		require.NotContains(t, u, wrongKey, "a URL holds the wrong key")
 		if method == http.MethodPost && target == base+"/test/calibrate" {
 			posts++
 		}
 	}
 	require.Equal(t, 1, posts, "one POST /test/calibrate: the invalid body was never sent")
+	// The gateway logs neither the key nor a read token (its access log
+	// leaves query strings out).
+	log := gatewayLog.String()
+	require.NotContains(t, log, apiKey, "the gateway's log holds the key")
+	require.NotContains(t, log, "sbt_", "the gateway's log holds a read token")
+	require.NotContains(t, log, "access_token", "the gateway's log holds a query string")
 }
 
 // TestConsoleFallsBackToLongPoll follows a request whose event stream
-// fails, against a stand-in for the API: the console long-polls the record
-// instead, and shows what the record holds as text, never as markup.
+// fails, against a stand-in for the API, both with a key and on a gateway
+// without auth: the console long-polls the record instead (with the key in
+// the Authorization header), and shows what the record holds as text,
+// never as markup.
 func TestConsoleFallsBackToLongPoll(t *testing.T) {
 	requireBrowser(t)
 	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		needsKey bool
+	}{
+		{"with a key", true},
+		{"without auth", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testLongPollFallback(t, tc.needsKey)
+		})
+	}
+}
+
+func testLongPollFallback(t *testing.T, needsKey bool) {
+	const (
+		fakeKey   = "sb_fake0fake1fake2fake3fake4fake5fake6fake7fak"
+		fakeToken = "sbt_fake.token"
+	)
 	id := uuid.NewString()
 	record := func(status string, reply any) map[string]any {
 		now := time.Now().UnixMilli()
@@ -716,14 +944,39 @@ func TestConsoleFallsBackToLongPoll(t *testing.T) {
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(v)
 	}
+	notFound := func(w http.ResponseWriter, detail string) {
+		writeJSON(w, http.StatusNotFound, "application/problem+json", map[string]any{
+			"type": "urn:switchboard:problem:not-found", "title": "Not found", "status": 404, "detail": detail})
+	}
+	// authorized answers 401, as the gateway does, a call without the key
+	// when one is needed.
+	authorized := func(w http.ResponseWriter, r *http.Request) bool {
+		if !needsKey || r.Header.Get("Authorization") == "Bearer "+fakeKey {
+			return true
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
+		writeJSON(w, http.StatusUnauthorized, "application/problem+json", map[string]any{
+			"type": "urn:switchboard:problem:unauthorized", "title": "Unauthorized", "status": 401,
+			"detail": "this call needs credentials: send an API key as 'Authorization: Bearer <key>'"})
+		return false
+	}
 	var mu sync.Mutex
-	var polls, streams int
+	var polls, streams, mints int
+	var streamQuery string
+	var targets []string
 	mux := http.NewServeMux()
 	mux.Handle("GET /ui/", web.Handler())
+	mux.HandleFunc("GET /v1/requests", func(w http.ResponseWriter, r *http.Request) {
+		if authorized(w, r) {
+			writeJSON(w, http.StatusOK, "application/json", map[string]any{"requests": []any{}})
+		}
+	})
 	mux.HandleFunc("GET /v1/requests/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(w, r) {
+			return
+		}
 		if r.PathValue("id") != id {
-			writeJSON(w, http.StatusNotFound, "application/problem+json", map[string]any{
-				"type": "urn:switchboard:problem:not-found", "title": "Not found", "status": 404, "detail": "no such request"})
+			notFound(w, "no such request")
 			return
 		}
 		if r.URL.Query().Get("wait") != "30" {
@@ -742,24 +995,60 @@ func TestConsoleFallsBackToLongPoll(t *testing.T) {
 			"message_id": uuid.NewString(), "correlation_id": id, "time": time.Now().UnixMilli(),
 			"body": map[string]string{"answer": `<script>window.__pwned=2</script>`}}))
 	})
+	mux.HandleFunc("POST /v1/requests/{id}/read-token", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		mints++
+		mu.Unlock()
+		switch {
+		case !needsKey:
+			notFound(w, "this gateway mints no read tokens")
+		case !authorized(w, r):
+		case r.PathValue("id") != id:
+			notFound(w, "no such request")
+		default:
+			writeJSON(w, http.StatusOK, "application/json", map[string]any{
+				"token": fakeToken, "expires_at": time.Now().Add(15 * time.Minute).UnixMilli()})
+		}
+	})
 	mux.HandleFunc("GET /v1/requests/{id}/events", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		streams++
+		streamQuery = r.URL.RawQuery
 		mu.Unlock()
 		writeJSON(w, http.StatusServiceUnavailable, "application/problem+json", map[string]any{
 			"type": "urn:switchboard:problem:unavailable", "title": "Unavailable", "status": 503, "detail": "no stream today"})
 	})
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		targets = append(targets, r.Method+" "+r.URL.String())
+		mu.Unlock()
+		mux.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	tab := newBrowser(t, ctx)
 	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(srv.URL+"/ui/#/requests/"+id)))
+	if needsKey {
+		// The login comes first; the link's request is followed after it.
+		require.NoError(t, chromedp.Do(tab,
+			chromedp.WaitVisible(chromedp.CSS(`body[data-ready="true"][data-auth="login"] #login-form`)),
+			chromedp.SendKeys(chromedp.ID("login-key"), fakeKey),
+			chromedp.Click(chromedp.ID("login-button")),
+		))
+	} else {
+		// A gateway without auth asks for no key, and there is none to
+		// log out of.
+		pollJS(t, tab, "no login without auth", `document.body.dataset.ready === 'true' && document.body.dataset.auth === 'open' &&
+		  document.getElementById('view-login').hidden && !document.getElementById('session').hidden &&
+		  document.getElementById('logout-button').hidden`, 10*time.Second)
+	}
 	pollJS(t, tab, "the request ends replied", `document.getElementById('follow-status').dataset.status === 'replied'`, 15*time.Second)
 	st, err := chromedp.Run(tab, chromedp.Evaluate[followState](readFollow))
 	require.NoError(t, err)
 	require.Equal(t, id, st.ID)
+	require.Equal(t, "#/requests/"+id, st.Hash)
 	require.Equal(t, "poll", st.Transport, "the console fell back to long-polls")
 	require.Empty(t, st.Events)
 	var reply map[string]string
@@ -773,5 +1062,15 @@ func TestConsoleFallsBackToLongPoll(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, 1, streams, "one try of the stream, then long-polls")
-	require.GreaterOrEqual(t, polls, 1)
+	require.GreaterOrEqual(t, polls, 1, "long-polls, each with the key when one is needed")
+	if needsKey {
+		require.Equal(t, 1, mints, "a read token was minted for the stream")
+		require.Equal(t, "access_token="+fakeToken, streamQuery, "the stream was opened with the read token")
+	} else {
+		require.Zero(t, mints, "no key, no token to mint")
+		require.Empty(t, streamQuery, "a stream without auth needs no token")
+	}
+	for _, target := range targets {
+		require.NotContains(t, target, fakeKey, "a URL holds the key")
+	}
 }

@@ -6,6 +6,12 @@
 // requests and dead letters. It has no build step and fetches nothing from
 // anywhere else at run time, and the Content-Security-Policy it is served
 // with tells the browser to enforce exactly that.
+//
+// On a gateway that needs API keys the console logs in with one, keeps it
+// in the tab's sessionStorage and sends it only in the Authorization
+// header; EventSource, which cannot send headers, opens a request's stream
+// with the short-lived read token that reads only that request. The files
+// themselves are public: they hold nothing but code.
 package web
 
 import (

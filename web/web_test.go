@@ -50,6 +50,7 @@ func TestHandlerServesFiles(t *testing.T) {
 		{"/ui/console.js", "text/javascript; charset=utf-8", `from './api.js'`},
 		{"/ui/api.js", "text/javascript; charset=utf-8", `export function follow(`},
 		{"/ui/dom.js", "text/javascript; charset=utf-8", `export function el(`},
+		{"/ui/session.js", "text/javascript; charset=utf-8", `export function storedKey(`},
 		{"/ui/console.css", "text/css; charset=utf-8", `.panel`},
 		{"/ui/favicon.svg", "image/svg+xml", `<svg`},
 	} {
@@ -160,6 +161,31 @@ func TestStaticFiles(t *testing.T) {
 			}
 			require.NotRegexp(t, `innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function`, body,
 				"%s must build the DOM from text nodes", name)
+			// The API key lives in sessionStorage (session.js) and is
+			// sent in a header; nothing is logged, kept longer or put in
+			// a cookie.
+			require.NotRegexp(t, `localStorage|document\.cookie|indexedDB|\bconsole\.[a-z]+\(`, body, "%s", name)
+			if name != "session.js" {
+				require.NotContains(t, body, "sessionStorage", "%s: only session.js keeps the key", name)
+			}
 		}
 	}
+}
+
+// TestLoginForm pins what keeps the API key out of URLs even if the
+// script never ran: the field is a password field with no name, so no
+// form submission carries it, and the form posts to the page, never GETs.
+func TestLoginForm(t *testing.T) {
+	t.Parallel()
+	index := string(files["index.html"].body)
+	form := regexp.MustCompile(`(?s)<form id="login-form"[^>]*>.*?</form>`).FindString(index)
+	require.NotEmpty(t, form)
+	require.Contains(t, form, `method="post"`)
+	require.NotContains(t, form, "action=")
+	require.Contains(t, form, `<label for="login-key">API key</label>`)
+	input := regexp.MustCompile(`(?s)<input id="login-key"[^>]*>`).FindString(form)
+	require.Contains(t, input, `type="password"`)
+	require.NotContains(t, input, "name=")
+	require.Len(t, regexp.MustCompile(`<(?:input|textarea|select)\b`).FindAllString(form, -1), 1, "the key is the form's only field")
+	require.Regexp(t, `<section id="view-login"[^>]* hidden`, index, "the login shows only when the script says so")
 }

@@ -47,6 +47,13 @@ type serveConfig struct {
 	Console          bool
 	// RulesDir holds the rule files; empty: no rule engine.
 	RulesDir string
+	// InsecureNoAuth serves every call without authentication (make run,
+	// local development only).
+	InsecureNoAuth bool
+	// Limits are every project's defaults (0: unlimited).
+	RateRPS    float64
+	RateBurst  int
+	MaxWaiters int
 	// TLSCertFile and TLSKeyFile, when set, make the listener HTTPS (with
 	// HTTP/2); without them it speaks HTTP/1.1 and HTTP/2 without TLS.
 	TLSCertFile, TLSKeyFile string
@@ -169,6 +176,11 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.boolean(&c.LifecycleEvents, "lifecycle-events", "SWITCHBOARD_LIFECYCLE_EVENTS", true, "publish request.accepted and request.<status> events on the events exchange")
 	f.str(&cors, "cors-origins", "SWITCHBOARD_CORS_ORIGINS", "", "origins whose browsers may call the API, comma-separated (e.g. https://app.example.com), or *; empty: CORS off")
 	f.boolean(&c.Console, "console", "SWITCHBOARD_CONSOLE", true, "serve the web console at /ui/")
+	f.boolean(&c.InsecureNoAuth, "insecure-no-auth", "SWITCHBOARD_INSECURE_NO_AUTH", false, "serve every call without authentication, as an operator (local development only; a warning is logged on every call)")
+	var rps string
+	f.str(&rps, "rate-limit", "SWITCHBOARD_RATE_LIMIT", "0", "submits per second per project (0: no limit); projects may override it")
+	f.int(&c.RateBurst, "rate-burst", "SWITCHBOARD_RATE_BURST", 0, "submits a project may burst above its rate (0: the rate, at least 1)")
+	f.int(&c.MaxWaiters, "max-waiters-per-project", "SWITCHBOARD_MAX_WAITERS_PER_PROJECT", 0, "long-polls and event streams a project may hold at once on an instance (0: no limit)")
 	f.str(&c.TLSCertFile, "tls-cert-file", "SWITCHBOARD_TLS_CERT_FILE", "", "PEM certificate (chain) to serve HTTPS with; needs -tls-key-file")
 	f.str(&c.TLSKeyFile, "tls-key-file", "SWITCHBOARD_TLS_KEY_FILE", "", "PEM private key of -tls-cert-file")
 	f.str(&c.RulesDir, "rules-dir", "SWITCHBOARD_RULES_DIR", "", "directory of rule files (*.yaml) for the rules engine, reloaded on change and on SIGHUP; empty: no rules")
@@ -177,6 +189,13 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 		return c, err
 	}
 	c.Args = f.fs.Args()
+	rate, rerr := strconv.ParseFloat(rps, 64)
+	if c.RateRPS = rate; rerr != nil || rate < 0 {
+		return c, fmt.Errorf("rate limit %q: want a number of submits per second, 0 or more", rps)
+	}
+	if c.RateBurst < 0 || c.MaxWaiters < 0 {
+		return c, fmt.Errorf("rate burst and max waiters per project must be 0 or more")
+	}
 	c.API.MaxBodyBytes = int64(maxBody)
 	for _, o := range strings.FieldsFunc(cors, func(r rune) bool { return r == ',' || r == ' ' }) {
 		if o != "*" {
@@ -277,6 +296,10 @@ func (c serveConfig) logAttrs() []any {
 		"console", c.Console,
 		"rules_dir", c.RulesDir,
 		"tls", c.TLSCertFile != "",
+		"insecure_no_auth", c.InsecureNoAuth,
+		"rate_limit", c.RateRPS,
+		"rate_burst", c.RateBurst,
+		"max_waiters_per_project", c.MaxWaiters,
 	}
 }
 

@@ -143,6 +143,7 @@ func env(dbURL, amqpURL string, n testsvc.Names) []string {
 		"SWITCHBOARD_DEAD_LETTER_EXCHANGE=" + n.DeadLetterExchange,
 		"SWITCHBOARD_DEAD_LETTER_QUEUE=" + n.DeadLetterQueue,
 		"SWITCHBOARD_EVENT_HISTORY_QUEUE=" + n.EventHistoryQueue,
+		"SWITCHBOARD_INSECURE_NO_AUTH=true",
 		"SWITCHBOARD_LOG_FORMAT=json",
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -23,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchboard-gw/switchboard/api"
+	"github.com/switchboard-gw/switchboard/auth"
 	"github.com/switchboard-gw/switchboard/correlation"
 	"github.com/switchboard-gw/switchboard/events"
 	"github.com/switchboard-gw/switchboard/gateway"
@@ -84,6 +87,10 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 	if err != nil {
 		return err
 	}
+	if err := setUpAuth(ctx, cfg, pool, srv, reg, logger); err != nil {
+		return err
+	}
+
 	history := events.NewStore(pool, cfg.EventsPerRequest, logger)
 	live := events.NewHub(cfg.MaxSubscribers, 256)
 	gw.SetEventSinks(gateway.EventSinks{History: history, Live: live})
@@ -383,4 +390,38 @@ func httpHandler(h http.Handler, rulesOnly bool) http.Handler {
 		_, _ = io.WriteString(w, `{"type":"urn:switchboard:problem:not-found","title":"Not found","status":404,`+
 			`"detail":"this process runs only the rules engine (switchboard rules run)"}`)
 	})
+}
+
+// setUpAuth puts projects and API keys in front of the API: every call is
+// authenticated (unless --insecure-no-auth), browser read tokens are signed
+// with a secret all instances share, projects' limits apply, and user
+// actions are audited.
+func setUpAuth(ctx context.Context, cfg serveConfig, pool *pgxpool.Pool, srv *api.Server,
+	reg prometheus.Registerer, logger *slog.Logger) error {
+	keys := auth.NewStore(pool, logger)
+	tokens, err := auth.LoadTokens(ctx, pool, 15*time.Minute)
+	if err != nil {
+		return fmt.Errorf("read-token secret: %w", err)
+	}
+	limiter := auth.NewLimiter(auth.Limits{RPS: cfg.RateRPS, Burst: cfg.RateBurst, MaxWaiters: cfg.MaxWaiters},
+		auth.ProjectLimits(pool))
+	reg.MustRegister(limiter.Collectors()...)
+	audit := auth.NewAudit(pool)
+	if cfg.InsecureNoAuth {
+		logger.Warn("--insecure-no-auth: every call is served without authentication, as an operator; never do this outside local development")
+	} else if n, err := keys.Keys(ctx, uuid.Nil, true); err == nil && len(n) == 0 {
+		logger.Warn("no API keys exist yet: every call will be refused; create one with `switchboard keys create --project default --name admin --scope admin --scope 'submit:#' --scope 'read:#'`")
+	}
+	srv.SetAuth(api.Auth{
+		Middleware: auth.Middleware(auth.MiddlewareConfig{Store: keys, Tokens: tokens, Insecure: cfg.InsecureNoAuth,
+			Logger: logger, Open: []string{"/healthz", "/readyz", "/metrics", "/ui/", "/ui"}}),
+		Tokens:  tokens,
+		Limiter: limiter,
+		Audit:   audit,
+		Routes: func(r chi.Router) {
+			keys.Routes(r, audit)
+			audit.Routes(r)
+		},
+	})
+	return nil
 }

@@ -1,5 +1,11 @@
 // The gateway's HTTP API as the console uses it: same origin, plain fetch
 // and EventSource, no headers a browser could not send.
+//
+// Every call carries the API key the console logged in with as
+// Authorization: Bearer. EventSource cannot send headers, so an event
+// stream is opened with a read token instead: a short-lived token that
+// reads one request only, passed as ?access_token=. The key itself never
+// goes into a URL.
 
 // STATUSES are a request's statuses; the first two are open.
 export const STATUSES = ['queued', 'pending', 'replied', 'failed', 'expired', 'unroutable', 'cancelled'];
@@ -40,15 +46,50 @@ export function routingPath(key) {
   return '/' + key.split('.').join('/');
 }
 
+// The API key calls are made with ('' when the gateway runs without
+// auth), and what to do when the gateway refuses it.
+let apiKey = '';
+let unauthorized = () => {};
+
+// readTokens holds the read tokens at hand, by request id: {token,
+// expiresAt}. They live in memory only, and go with the key they were
+// minted with.
+const readTokens = new Map();
+
+// A read token this close to its expiry is not used: a fresh one is
+// minted instead.
+const TOKEN_MARGIN_MS = 60 * 1000;
+
+// useKey sets the API key every call sends from now on; '' sends none.
+export function useKey(key) {
+  if (key !== apiKey) readTokens.clear();
+  apiKey = key;
+}
+
+// onUnauthorized sets the function called with the problem when the
+// gateway answers 401 to a call made with the key in use: the key is no
+// good (revoked, expired) or one is needed.
+export function onUnauthorized(fn) {
+  unauthorized = fn;
+}
+
 // call makes one API call. It resolves to {ok, status, headers, data,
 // problem}: data is the parsed JSON body, problem an RFC 9457 problem (or
 // one made up for a failure that has none). It rejects only when signal
 // aborts it.
-export async function call(method, path, { body, headers, signal } = {}) {
+//
+// The call sends the key in use, or key when given ('' for none). A 401 is
+// reported to onUnauthorized, unless key was given (a login checking a
+// key handles the answer itself) or the key has changed since the call was
+// made (it says nothing about the key in use).
+export async function call(method, path, { body, headers, signal, key } = {}) {
+  const sent = key ?? apiKey;
+  const h = new Headers(headers);
+  if (sent !== '') h.set('Authorization', `Bearer ${sent}`);
   let res;
   let text;
   try {
-    res = await fetch(path, { method, body, headers, signal, cache: 'no-store', credentials: 'same-origin' });
+    res = await fetch(path, { method, body, headers: h, signal, cache: 'no-store', credentials: 'same-origin' });
     text = await res.text();
   } catch (err) {
     if (signal?.aborted) throw err;
@@ -70,8 +111,41 @@ export async function call(method, path, { body, headers, signal } = {}) {
   const problem = type.includes('application/problem+json') && data && typeof data === 'object'
     ? { ...data, status: data.status || res.status }
     : { status: res.status, title: res.statusText || 'Error', detail: text.slice(0, 500) };
+  if (res.status === 401 && key === undefined && sent === apiKey) unauthorized(problem);
   return { ok: false, status: res.status, headers: res.headers, data, problem };
 }
+
+// rememberReadToken keeps the read token a submit was answered with
+// (the Read-Token and Read-Token-Expires headers), so that following the
+// request needs no other call.
+export function rememberReadToken(id, headers) {
+  const token = headers.get('Read-Token');
+  const expiresAt = Number(headers.get('Read-Token-Expires'));
+  if (token && Number.isFinite(expiresAt)) readTokens.set(id, { token, expiresAt });
+}
+
+// readToken resolves to a read token for request id: one at hand, or one
+// minted with POST /v1/requests/{id}/read-token. Without a key there is
+// nothing to mint with (the gateway runs without auth, and its streams
+// need no token): it resolves to ''. A failure resolves to the call's
+// answer instead, {problem, status}. It rejects only when signal aborts it.
+export async function readToken(id, signal) {
+  const held = readTokens.get(id);
+  if (held && held.expiresAt - Date.now() > TOKEN_MARGIN_MS) return held.token;
+  readTokens.delete(id);
+  if (apiKey === '') return '';
+  const key = apiKey;
+  const res = await call('POST', `/v1/requests/${encodeURIComponent(id)}/read-token`, { signal });
+  if (!res.ok || !res.data || typeof res.data.token !== 'string' || res.data.token === '') {
+    return { status: res.status, problem: res.problem || { title: 'Unexpected answer', detail: 'no token in the answer' } };
+  }
+  if (key === apiKey) readTokens.set(id, { token: res.data.token, expiresAt: Number(res.data.expires_at) || 0 });
+  return res.data.token;
+}
+
+// FINAL_STATUSES are the answers that asking again will not change: a bad
+// or unknown id, no key or a bad one, a key that may not read the request.
+const FINAL_STATUSES = new Set([400, 401, 403, 404]);
 
 // sleep waits ms milliseconds, or until signal aborts.
 function sleep(ms, signal) {
@@ -90,9 +164,10 @@ function sleep(ms, signal) {
 
 // follow follows request id until it ends and returns a function that stops
 // following. It reads the record, then listens to the request's event
-// stream (/v1/requests/{id}/events), which sends each stored event and
-// finally a 'reply' event holding the record and ends. Should the stream
-// fail, it long-polls the record (?wait=30) instead.
+// stream (/v1/requests/{id}/events, opened with a read token), which sends
+// each stored event and finally a 'reply' event holding the record and
+// ends. Should the stream fail, or no read token be had, it long-polls the
+// record (?wait=30, with the key) instead.
 //
 // on has: record(rec) for each fresh copy of the record; event({type, seq,
 // data}) for each stream event; final(rec) once, with the ended record;
@@ -150,7 +225,7 @@ export function follow(id, on) {
         if (performance.now() - started < 1000) await sleep(1000, ctl.signal);
         continue;
       }
-      if (res.status === 404 || res.status === 400) {
+      if (FINAL_STATUSES.has(res.status)) {
         fail(res.problem);
         return;
       }
@@ -160,9 +235,10 @@ export function follow(id, on) {
     }
   };
 
-  const stream = () => {
+  const stream = (token) => {
     on.transport('connecting');
-    source = new EventSource(`${base}/events`);
+    const query = token ? `?access_token=${encodeURIComponent(token)}` : '';
+    source = new EventSource(`${base}/events${query}`);
     window.__eventSource = source;
     source.addEventListener('open', () => {
       if (!done) on.transport('stream');
@@ -214,7 +290,7 @@ export function follow(id, on) {
     }
     if (done) return;
     if (!res.ok) {
-      if (res.status === 404 || res.status === 400) {
+      if (FINAL_STATUSES.has(res.status)) {
         fail(res.problem);
       } else {
         on.problem(res.problem, false);
@@ -223,7 +299,24 @@ export function follow(id, on) {
       return;
     }
     on.record(res.data);
-    stream();
+    let token;
+    try {
+      token = await readToken(id, ctl.signal);
+    } catch {
+      return; // stopped
+    }
+    if (done) return;
+    if (typeof token === 'string') {
+      stream(token);
+    } else if (token.status === 404) {
+      // The record was just read, so the request is there: this gateway
+      // mints no tokens (it runs without auth), and its streams need none.
+      stream('');
+    } else if (FINAL_STATUSES.has(token.status)) {
+      fail(token.problem);
+    } else {
+      poll(); // the long-poll needs no token
+    }
   })();
 
   return stop;

@@ -1,25 +1,33 @@
-// The switchboard console: submit a request, follow it live, browse recent
-// requests and dead letters. Views are chosen by the URL fragment:
+// The switchboard console: log in with an API key, submit a request,
+// follow it live, browse recent requests and dead letters. Views are chosen
+// by the URL fragment:
 //
 //   #/                              submit (and follow, once there is a request)
 //   #/requests/<id>                 follow request <id>
 //   #/requests?status=..&routing_key=..   recent requests, filtered
 //   #/dead-letters                  dead letters
 //
+// A gateway that needs a key shows the login first, whatever the fragment
+// says; the fragment's view follows once logged in. body[data-auth] says
+// which: 'login', 'key' (logged in) or 'open' (the gateway needs no key).
+//
 // For tests, window.__events lists the types of the events the followed
 // request's EventSource delivered, window.__progress the progress fractions
 // shown, window.__transport how updates arrive ('stream' or 'poll'), and
 // window.__eventSource the open EventSource (null once closed).
 
-import { call, checkRoutingKey, follow, routingPath } from './api.js';
+import { call, checkRoutingKey, follow, onUnauthorized, rememberReadToken, routingPath, useKey } from './api.js';
 import { $, el, formatClock, formatTime, pretty, setText, showProblem, statusBadge } from './dom.js';
+import { checkKeyFormat, forgetKey, probe, storeKey, storedKey } from './session.js';
 
 const PAGE_SIZE = 50;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 // ---- Views and the fragment router ----
 
-const VIEWS = { submit: 'view-submit', requests: 'view-requests', 'dead-letters': 'view-dead-letters' };
+const VIEWS = {
+  login: 'view-login', submit: 'view-submit', requests: 'view-requests', 'dead-letters': 'view-dead-letters',
+};
 
 function showView(name) {
   for (const [view, id] of Object.entries(VIEWS)) $(id).hidden = view !== name;
@@ -48,6 +56,7 @@ function parseRoute() {
 }
 
 function route() {
+  if (access === '') return; // the login stays until there is a key
   if (location.hash !== '' && !location.hash.startsWith('#/')) return; // not a route
   const r = parseRoute();
   showView(r.view);
@@ -115,9 +124,11 @@ async function submit(event) {
   showProblem($('submit-problem'), null);
   const res = await call('POST', routingPath(key), { body: $('submit-body').value, headers });
   button.disabled = false;
+  if (access === '') return; // a 401 logged out: the login says why
 
   if (res.ok && res.data && res.data.id) {
     const rec = res.data;
+    rememberReadToken(rec.id, res.headers);
     $('submit-result').replaceChildren(
       el('p', {},
         el('span', { 'data-testid': 'submit-status' }, `${res.status} ${res.status === 200 ? 'OK' : 'Accepted'}`), ': ',
@@ -407,9 +418,138 @@ async function loadDeadLetters(before) {
   table.dataset.state = 'loaded';
 }
 
+// ---- Session ----
+
+// access is how the console may use the API: 'key' (logged in with a key),
+// 'open' (the gateway runs without auth) or '' (logged out).
+let access = '';
+
+function setAccess(kind) {
+  access = kind;
+  document.body.dataset.auth = kind || 'login';
+  $('nav').hidden = kind === '';
+  $('session').hidden = kind === '';
+  $('logout-button').hidden = kind !== 'key';
+  setText('session-state', kind === 'open'
+    ? 'No API key needed: this gateway runs without auth.'
+    : 'Logged in; the key is kept in this tab only.');
+}
+
+// showLogin logs out and shows the login, with a note saying why and the
+// gateway's problem, if any.
+function showLogin(note, problem) {
+  setAccess('');
+  stopFollowing();
+  showView('login');
+  setText('login-note', note);
+  $('login-note').hidden = !note;
+  showProblem($('login-problem'), problem);
+  fieldError('login-key', '');
+  $('login-key').focus();
+}
+
+// enter shows the console, at the view the fragment names.
+function enter(kind) {
+  setAccess(kind);
+  setText('login-note', '');
+  $('login-note').hidden = true;
+  showProblem($('login-problem'), null);
+  route();
+}
+
+// forget drops the key and everything the session showed: the next login
+// may be another project's.
+function forget() {
+  forgetKey();
+  useKey('');
+  stopFollowing();
+  $('follow').hidden = true;
+  $('submit-result').replaceChildren();
+  showProblem($('submit-problem'), null);
+  requestsQuery = null;
+  requestsNext = null;
+  $('requests-table').tBodies[0].replaceChildren();
+  $('requests-table').dataset.state = '';
+  $('requests-more').hidden = true;
+  setText('requests-state', '');
+  showProblem($('requests-problem'), null);
+  deadLettersLoad++;
+  deadLettersNext = null;
+  $('dead-letters-table').tBodies[0].replaceChildren();
+  $('dead-letters-table').dataset.state = '';
+  $('dead-letters-more').hidden = true;
+  setText('dead-letters-state', '');
+  showProblem($('dead-letters-problem'), null);
+}
+
+async function login(event) {
+  event.preventDefault();
+  const input = $('login-key');
+  const key = input.value.trim();
+  input.value = ''; // the key does not stay in the page
+  if (!fieldError('login-key', checkKeyFormat(key))) {
+    input.focus();
+    return;
+  }
+  const button = $('login-button');
+  button.disabled = true;
+  setText('login-note', 'Checking the key…');
+  $('login-note').hidden = false;
+  showProblem($('login-problem'), null);
+  const res = await probe(key);
+  button.disabled = false;
+  if (res.access === 'ok') {
+    storeKey(key);
+    useKey(key);
+    enter('key');
+    return;
+  }
+  showLogin(res.access === 'refused'
+    ? 'The gateway did not accept this key.'
+    : 'The key could not be checked: the gateway did not answer as expected.', res.problem);
+}
+
+function logout() {
+  forget();
+  showLogin('Logged out: this tab no longer holds the key.', null);
+}
+
+// unauthorized handles a 401 to any call: the key is gone (revoked,
+// expired), or the gateway has started to need one.
+function unauthorized(problem) {
+  if (access === '') return; // logged out already
+  const note = access === 'open'
+    ? 'The gateway now needs an API key.'
+    : 'The gateway no longer accepts the key (revoked or expired?): log in again.';
+  forget();
+  showLogin(note, problem);
+}
+
+// startSession picks up the key this tab logged in with, if any, and asks
+// the gateway whether it is good, or whether one is needed at all.
+async function startSession() {
+  const key = storedKey();
+  const res = await probe(key);
+  if (res.access === 'ok') {
+    useKey(key);
+    enter(key === '' ? 'open' : 'key');
+  } else if (res.access === 'refused') {
+    forgetKey();
+    showLogin(key === '' ? '' : 'The gateway no longer accepts the key (revoked or expired?): log in again.',
+      key === '' ? null : res.problem);
+  } else if (key !== '') {
+    // The gateway could not say: keep the key, and let the views show
+    // what fails.
+    useKey(key);
+    enter('key');
+  } else {
+    showLogin('Could not find out whether the gateway needs a key.', res.problem);
+  }
+}
+
 // ---- Wiring ----
 
-function init() {
+async function init() {
   // The skip link moves focus without touching the fragment the views use.
   $('skip-link').addEventListener('click', (event) => {
     event.preventDefault();
@@ -436,12 +576,19 @@ function init() {
   $('dead-letters-refresh').addEventListener('click', () => loadDeadLetters());
   $('dead-letters-more').addEventListener('click', () => loadDeadLetters(deadLettersNext));
 
+  $('login-form').addEventListener('submit', login);
+  $('login-key').addEventListener('input', () => {
+    if ($('login-key').getAttribute('aria-invalid') === 'true') fieldError('login-key', '');
+  });
+  $('logout-button').addEventListener('click', logout);
+  onUnauthorized(unauthorized);
+
   window.addEventListener('hashchange', route);
   window.__events = [];
   window.__eventSource = null;
   window.__progress = [];
   window.__transport = '';
-  route();
+  await startSession();
   document.body.dataset.ready = 'true';
 }
 
