@@ -46,6 +46,10 @@ type RunnerConfig struct {
 	// Firings reads recent firings for GET /rules/{name}/firings; without
 	// it that endpoint answers 503.
 	Firings FiringReader
+	// Reloaded, when set, hears about every reload after the first load:
+	// the files of the set in use, and the error of a refused reload. serve
+	// audits them.
+	Reloaded func(files []string, err error)
 }
 
 // DefaultRunnerConfig returns a configuration that watches dir and works
@@ -234,10 +238,16 @@ func (r *Runner) Reload() error {
 		r.lastErr, r.reloadFailures = err, r.reloadFailures+1
 		r.mu.Unlock()
 		r.logger.Error("rule reload failed; the last good rule set keeps running", "error", err)
+		if r.cfg.Reloaded != nil {
+			r.cfg.Reloaded(r.engine.Set().Files, err)
+		}
 		return err
 	}
 	r.apply(set)
 	r.logger.Info("rules reloaded", "files", len(set.Files), "rules", len(set.Rules), "sources", len(set.Sources))
+	if r.cfg.Reloaded != nil {
+		r.cfg.Reloaded(set.Files, nil)
+	}
 	return nil
 }
 

@@ -438,6 +438,20 @@ func TestServeRunsRules(t *testing.T) {
 	metrics, _ := io.ReadAll(mres.Body)
 	mres.Body.Close()
 	require.Contains(t, string(metrics), `switchboard_rule_matches_total{rule="pong"} 1`)
+
+	// An edit reloads the set, and the reload is audited.
+	orig, err := os.ReadFile(dir + "/ping.yaml")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(dir+"/ping.yaml", append(orig, []byte("# edited\n")...), 0o644))
+	db, err := pgx.Connect(context.Background(), dbURL)
+	require.NoError(t, err)
+	defer db.Close(context.Background())
+	require.Eventually(t, func() bool {
+		var n int
+		err := db.QueryRow(context.Background(),
+			`SELECT count(*) FROM audit_log WHERE action = 'rules.reload' AND outcome = 'ok'`).Scan(&n)
+		return err == nil && n >= 1
+	}, 15*time.Second, 100*time.Millisecond, "the reload was not audited:\n%s", gw.log())
 	gw.stop(t)
 }
 

@@ -107,7 +107,7 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 
 	var runner *rules.Runner
 	if cfg.RulesDir != "" {
-		if runner, err = newRulesRunner(cfg, pool, store, gw, reg, logger); err != nil {
+		if runner, err = newRulesRunner(cfg, pool, store, gw, auth.NewAudit(pool), reg, logger); err != nil {
 			return err
 		}
 		srv.SetRules(runner)
@@ -328,7 +328,7 @@ var wrapHandler = func(h http.Handler) http.Handler { return h }
 // firings and dead letters go to Postgres, and the rule directory is
 // reloaded on change and on SIGHUP (the last good set keeps running).
 func newRulesRunner(cfg serveConfig, pool *pgxpool.Pool, store *correlation.Store, gw *gateway.Gateway,
-	reg prometheus.Registerer, logger *slog.Logger) (*rules.Runner, error) {
+	audit auth.Auditor, reg prometheus.Registerer, logger *slog.Logger) (*rules.Runner, error) {
 	firings := rules.NewPGFirings(pool)
 	engine := rules.NewEngine(rules.EngineConfig{}, rules.Deps{
 		Publisher: gw, Submitter: gw,
@@ -342,6 +342,20 @@ func newRulesRunner(cfg serveConfig, pool *pgxpool.Pool, store *correlation.Stor
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	rcfg.Signals = hup
+	// A reload is an operator's action (an edit, a SIGHUP): audit it under
+	// the default project, with no key.
+	rcfg.Reloaded = func(files []string, err error) {
+		outcome, detail := "ok", map[string]any{"files": files}
+		if err != nil {
+			outcome, detail["error"] = "error", err.Error()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if aerr := audit.Record(ctx, auth.AuditEntry{ProjectID: auth.DefaultProject, Action: "rules.reload",
+			Target: cfg.RulesDir, Outcome: outcome, Detail: detail}); aerr != nil {
+			logger.Error("record audit entry", "action", "rules.reload", "error", aerr)
+		}
+	}
 	runner, err := rules.NewRunner(rcfg, engine, logger.With("component", "rules"))
 	if err != nil {
 		return nil, err
