@@ -131,6 +131,12 @@ func (s *Server) readToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if caller(r).RequestID != uuid.Nil {
+		// A token minting its successor would renew itself for ever; its
+		// short life is what bounds a leaked token.
+		writeProblem(w, errForbidden("a read token cannot mint read tokens; use an API key"))
+		return
+	}
 	if s.auth.Tokens == nil {
 		writeProblem(w, errNotFound("this gateway mints no read tokens"))
 		return

@@ -352,6 +352,8 @@ func (a *Audit) resolveProject(ctx context.Context, s string) (uuid.UUID, error)
 	var err error
 	if u, perr := uuid.Parse(s); perr == nil {
 		err = a.pool.QueryRow(ctx, `SELECT id FROM projects WHERE id = $1`, u).Scan(&id)
+	} else if ValidProjectName(s) != nil {
+		return uuid.Nil, ErrNotFound // no project can have it; Postgres need not see it
 	} else {
 		err = a.pool.QueryRow(ctx, `SELECT id FROM projects WHERE name = $1`, s).Scan(&id)
 	}

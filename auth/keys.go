@@ -205,6 +205,9 @@ func (s *Store) Project(ctx context.Context, id uuid.UUID) (Project, error) {
 
 // ProjectByName returns a project by name, or ErrNotFound.
 func (s *Store) ProjectByName(ctx context.Context, name string) (Project, error) {
+	if ValidProjectName(name) != nil {
+		return Project{}, ErrNotFound // no project can have it; Postgres need not see it
+	}
 	return s.oneProject(ctx, `SELECT `+projectColumns+` FROM projects WHERE name = $1`, name)
 }
 
