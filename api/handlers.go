@@ -14,14 +14,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/internal/httpjson"
 )
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { httpjson.WriteJSON(w, status, v) }
 
 // readJSONBody enforces the content type, the size limit and JSON validity.
 func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, *Problem) {

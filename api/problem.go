@@ -1,12 +1,12 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/internal/httpjson"
 	"github.com/switchboard-gw/switchboard/webhook"
 )
 
@@ -82,11 +82,5 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 func writeProblem(w http.ResponseWriter, p *Problem) {
-	if p.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(p.RetryAfter))
-	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
+	httpjson.WriteProblem(w, (*httpjson.Problem)(p))
 }

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -9,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/internal/httpjson"
 )
 
 // TokenVerifier checks a browser read token (the access_token query
@@ -163,27 +163,12 @@ func isPreflight(r *http.Request) bool {
 }
 
 // problem is an RFC 9457 problem detail, shaped as package api's.
-type problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-}
+type problem = httpjson.Problem
 
 func newProblem(status int, kind, title, detail string) problem {
-	return problem{Type: "urn:switchboard:problem:" + kind, Title: title, Status: status, Detail: detail}
+	return *httpjson.NewProblem(status, kind, title, detail)
 }
 
-func writeProblem(w http.ResponseWriter, p problem) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
-}
+func writeProblem(w http.ResponseWriter, p problem) { httpjson.WriteProblem(w, &p) }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { httpjson.WriteJSON(w, status, v) }

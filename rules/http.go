@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/internal/httpjson"
 )
 
 // MaxHookBody is the largest body POST /hooks/{source} and POST /rules/test
@@ -241,17 +242,10 @@ func checkJSONType(header string) *httpProblem {
 }
 
 // httpProblem is an RFC 9457 problem detail, shaped like the API's.
-type httpProblem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	// RetryAfter, in seconds, is sent as the Retry-After header when set.
-	RetryAfter int `json:"-"`
-}
+type httpProblem = httpjson.Problem
 
 func problem(status int, kind, title, detail string) *httpProblem {
-	return &httpProblem{Type: "urn:switchboard:problem:" + kind, Title: title, Status: status, Detail: detail}
+	return httpjson.NewProblem(status, kind, title, detail)
 }
 
 func notFound(detail string) *httpProblem {
@@ -273,19 +267,6 @@ func unavailable(detail string) *httpProblem {
 	return p
 }
 
-func writeProblem(w http.ResponseWriter, p *httpProblem) {
-	if p.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(p.RetryAfter))
-	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
-}
+func writeProblem(w http.ResponseWriter, p *httpProblem) { httpjson.WriteProblem(w, p) }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { httpjson.WriteJSON(w, status, v) }
