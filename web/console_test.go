@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -9,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -56,7 +54,11 @@ func runTests(m *testing.M) int {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		moduleRoot, gatewayBin, buildErr = buildGateway(dir)
+		gatewayBin, buildErr = testsvc.BuildGateway(dir)
+		if moduleRoot, err = filepath.Abs(".."); err != nil { // the tests run in web/
+			fmt.Fprintln(os.Stderr, "web test:", err)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -64,29 +66,6 @@ func runTests(m *testing.M) int {
 func browserAvailable() bool {
 	_, err := os.Stat(chromiumPath)
 	return err == nil
-}
-
-// buildGateway builds cmd/switchboard into dir with the go tool that runs
-// the tests (go test puts its GOROOT/bin first in PATH).
-func buildGateway(dir string) (root, bin string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", "", errors.New("go env GOMOD: not in a module")
-	}
-	root = filepath.Dir(gomod)
-	bin = filepath.Join(dir, "switchboard")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/switchboard")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("go build ./cmd/switchboard: %w\n%s", err, out)
-	}
-	return root, bin, nil
 }
 
 // requireBrowser skips without Chromium, except under CI=true, where the
@@ -99,24 +78,6 @@ func requireBrowser(t *testing.T) {
 		}
 		t.Skipf("%s not found (apt-get install -y chromium); skipping the browser test", chromiumPath)
 	}
-}
-
-// lockedBuffer collects a process's output from another goroutine.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) WriteString(s string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.WriteString(s)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // gatewayEnv is the environment the gateway binary runs with: the test's,
@@ -135,84 +96,9 @@ func gatewayEnv(vars ...string) []string {
 // loopback port against the test's own database and broker names, and
 // returns its address once it listens and has connected to the broker (or
 // fails the test when ctx ends first), and its log so far.
-func startGateway(ctx context.Context, t *testing.T, dbURL, amqpURL string, n testsvc.Names) (string, *lockedBuffer) {
+func startGateway(ctx context.Context, t *testing.T, dbURL, amqpURL string, n testsvc.Names) (string, *testsvc.LockedBuffer) {
 	t.Helper()
-	cmd := exec.Command(gatewayBin, "serve")
-	cmd.Env = gatewayEnv(
-		"SWITCHBOARD_HTTP_ADDR=127.0.0.1:0",
-		"SWITCHBOARD_DATABASE_URL="+dbURL,
-		"SWITCHBOARD_AMQP_URL="+amqpURL,
-		"SWITCHBOARD_REQUEST_EXCHANGE="+n.Exchange,
-		"SWITCHBOARD_REPLY_QUEUE="+n.ReplyQueue,
-		"SWITCHBOARD_EVENTS_EXCHANGE="+n.EventsExchange,
-		"SWITCHBOARD_DEAD_LETTER_EXCHANGE="+n.DeadLetterExchange,
-		"SWITCHBOARD_DEAD_LETTER_QUEUE="+n.DeadLetterQueue,
-		"SWITCHBOARD_EVENT_HISTORY_QUEUE="+n.EventHistoryQueue,
-		"SWITCHBOARD_LOG_FORMAT=json",
-		"SWITCHBOARD_WEBHOOK_SECRETS=",
-	)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-
-	logs := &lockedBuffer{}
-	addrc := make(chan string, 1)
-	connected := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		once := sync.Once{}
-		for sc.Scan() {
-			line := sc.Text()
-			logs.WriteString(line + "\n")
-			var entry struct {
-				Msg  string `json:"msg"`
-				Addr string `json:"addr"`
-			}
-			if json.Unmarshal([]byte(line), &entry) != nil {
-				continue
-			}
-			switch entry.Msg {
-			case "listening":
-				select {
-				case addrc <- entry.Addr:
-				default:
-				}
-			case "broker connected":
-				once.Do(func() { close(connected) })
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", logs.String())
-		}
-	})
-
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-exited:
-		t.Fatalf("switchboard serve exited: %v\n%s", err, logs.String())
-	case <-ctx.Done():
-		t.Fatalf("switchboard serve did not listen in time:\n%s", logs.String())
-	}
-	select {
-	case <-connected:
-	case <-ctx.Done():
-		t.Fatalf("switchboard serve did not connect to the broker in time:\n%s", logs.String())
-	}
-	return addr, logs
+	return testsvc.StartGateway(ctx, t, gatewayBin, testsvc.GatewayEnv(dbURL, amqpURL, n))
 }
 
 // apiKeyFormat is what `switchboard keys create` prints: sb_ and 256 bits

@@ -1,0 +1,88 @@
+package client_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/switchboard-gw/switchboard/client"
+)
+
+func TestNew(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"http://127.0.0.1:8080", true},
+		{"https://gw.example/prefix/", true},
+		{"127.0.0.1:8080", false},
+		{"ftp://host", false},
+		{"http://", false},
+		{"http://host/?q=1", false},
+		{"http://user:pw@host", false},
+	} {
+		_, err := client.New(tc.url)
+		require.Equal(t, tc.ok, err == nil, "%s: %v", tc.url, err)
+	}
+}
+
+// TestSubmitWire checks what Submit sends: the path, the headers and the
+// body as given, under a base URL with a path prefix.
+func TestSubmitWire(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.Equal(t, http.MethodPost, r.Method)
+		require.Equal(t, "/gw/workflow/create", r.URL.EscapedPath())
+		require.Equal(t, "Bearer sb_test", r.Header.Get("Authorization"))
+		require.Equal(t, "application/json", r.Header.Get("Content-Type"))
+		require.Equal(t, "0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e", r.Header.Get("Message-ID"))
+		require.Equal(t, "1552959300136", r.Header.Get("Time"))
+		require.Equal(t, "2", r.Header.Get("Request-Timeout"), "1.5 s rounds up")
+		require.Equal(t, "wait=5", r.Header.Get("Prefer"))
+		body, _ := io.ReadAll(r.Body)
+		require.Equal(t, `{"a":1}`, string(body), "a []byte body goes as is")
+		w.Header().Set("Read-Token", "tok")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = io.WriteString(w, `{"id":"0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e","routing_key":"workflow.create","status":"pending","time":1552959300136,"expires_at":1552959302136,"reply_to":null,"request":{"a":1},"reply":null}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := client.New(srv.URL+"/gw/", client.WithKey("sb_test"), client.WithHTTPClient(srv.Client()))
+	require.NoError(t, err)
+	o := &client.SubmitOptions{Time: 1552959300136, Timeout: 1500e6, Wait: 5e9}
+	copy(o.MessageID[:], []byte{0x01, 0x90, 0xf3, 0xc2, 0x5d, 0x1e, 0x7c, 0x4a, 0x9b, 0x2e, 0x3f, 0x4a, 0x5b, 0x6c, 0x7d, 0x8e})
+	rec, err := c.Submit(t.Context(), "workflow.create", []byte(`{"a":1}`), o)
+	require.NoError(t, err)
+	require.Equal(t, "tok", rec.ReadToken)
+	require.Equal(t, client.StatusPending, rec.Status)
+	require.False(t, rec.Terminal())
+
+	for _, bad := range []string{"", "a..b", ".a", "a."} {
+		_, err := c.Submit(t.Context(), bad, 1, nil)
+		require.Error(t, err, "routing key %q", bad)
+	}
+}
+
+// TestErrorFromPlainAnswer checks an error answer that is no problem, as a
+// proxy in front of the gateway may give.
+func TestErrorFromPlainAnswer(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "7")
+		http.Error(w, "upstream down", http.StatusBadGateway)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := client.New(srv.URL)
+	require.NoError(t, err)
+	_, err = c.Get(t.Context(), [16]byte{1})
+	e, ok := client.AsError(err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, http.StatusBadGateway, e.Status)
+	require.Empty(t, e.Kind())
+	require.Equal(t, "upstream down", e.Detail)
+	require.Equal(t, 7e9, float64(e.RetryAfter))
+	require.True(t, client.IsTemporary(err))
+}
