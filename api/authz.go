@@ -177,7 +177,8 @@ func (s *Server) operatorOnly(next http.Handler) http.Handler {
 	})
 }
 
-// errorsIsAuth maps the auth package's errors in writeError.
+// authProblem maps the auth package's errors for writeError; nil for
+// any other error.
 func authProblem(err error) *Problem {
 	switch {
 	case errors.Is(err, auth.ErrUnauthorized):

@@ -77,30 +77,32 @@ type eventsView struct {
 	Record      recordJSON `json:"record"`
 }
 
-// historyOf reads the {id} of an event history route; false when it has
-// answered (a malformed id, or no history kept).
-func (s *Server) historyOf(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
+// historyOf reads the {id} of an event history route and who owns it;
+// false when it has answered (a malformed id, no history kept, or a request
+// the caller may not see).
+func (s *Server) historyOf(w http.ResponseWriter, r *http.Request) (uuid.UUID, correlation.Owner, bool) {
 	id, err := parseUUID(chi.URLParam(r, "id"))
 	if err != nil {
 		writeProblem(w, errNotFound("no request has this id: request ids are UUIDs"))
-		return uuid.Nil, false
+		return uuid.Nil, correlation.Owner{}, false
 	}
 	setRequestID(r.Context(), id)
 	if s.events.History == nil {
 		writeProblem(w, errNotFound("this gateway keeps no event history"))
-		return uuid.Nil, false
+		return uuid.Nil, correlation.Owner{}, false
 	}
-	if _, ok := s.visible(w, r, id); !ok {
-		return uuid.Nil, false
+	owner, ok := s.visible(w, r, id)
+	if !ok {
+		return uuid.Nil, correlation.Owner{}, false
 	}
-	return id, true
+	return id, owner, true
 }
 
 // requestEvents handles GET /v1/requests/{id}/events: the request's event
 // history as JSON, or as a Server-Sent Events stream: history, then live
 // events, then the final record, then the end.
 func (s *Server) requestEvents(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.historyOf(w, r)
+	id, _, ok := s.historyOf(w, r)
 	if !ok {
 		return
 	}
@@ -260,8 +262,8 @@ func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request, rec corre
 // JSON object, which becomes the data of a progress event. It is stored in
 // the request's history and published on the events exchange.
 func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.historyOf(w, r)
-	if !ok {
+	id, owner, ok := s.historyOf(w, r)
+	if !ok || !s.mayChange(w, r, owner) {
 		return
 	}
 	body, p := s.readJSONBody(w, r)
@@ -269,19 +271,12 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	rec, err := s.records.Get(r.Context(), id)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if !s.mayChange(w, r, correlation.Owner{ProjectID: rec.ProjectID, RoutingKey: rec.RoutingKey}) {
-		return
-	}
 	var probe struct {
 		SpecVersion *string `json:"specversion"`
 	}
 	_ = json.Unmarshal(body, &probe)
 	var in events.Incoming
+	var err error
 	if probe.SpecVersion != nil {
 		ev, err := events.Parse(body)
 		if err == nil && ev.CorrelationID != "" && ev.CorrelationID != id.String() {
@@ -306,7 +301,7 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st, err := s.events.History.AppendAndPublish(r.Context(), in, in.Type+"."+rec.RoutingKey)
+	st, err := s.events.History.AppendAndPublish(r.Context(), in, in.Type+"."+owner.RoutingKey)
 	var oe *events.OutcomeError
 	if errors.As(err, &oe) {
 		switch oe.Outcome {

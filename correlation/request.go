@@ -12,10 +12,9 @@
 //
 // The hot path is group-committed: concurrent Create, MarkPublished and
 // StoreReply calls share one statement and one commit each (see package
-// internal/groupcommit), in
-// id order so that concurrent batches cannot deadlock, and a batch of replies
-// announces its ids in one NOTIFY per 200 ids. No call returns before its
-// batch has committed.
+// internal/groupcommit), in id order so that concurrent batches cannot
+// deadlock, and a batch of replies announces its ids in one NOTIFY per 200
+// ids. No call returns before its batch has committed.
 package correlation
 
 import (

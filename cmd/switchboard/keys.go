@@ -35,44 +35,38 @@ const projectsUsage = `usage:
 
 // runKeys runs the keys subcommands.
 func runKeys(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, keysUsage)
-		return errUsage
-	}
-	switch args[0] {
-	case "create":
-		return runKeysCreate(ctx, args[1:], getenv, stdout, stderr)
-	case "list":
-		return runKeysList(ctx, args[1:], getenv, stdout, stderr)
-	case "revoke":
-		return runKeysRevoke(ctx, args[1:], getenv, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, keysUsage)
-		return nil
-	default:
-		fmt.Fprint(stderr, keysUsage)
-		return fmt.Errorf("unknown keys command %q", args[0])
-	}
+	return subcommand("keys", keysUsage, args, stdout, stderr, map[string]func([]string) error{
+		"create": func(a []string) error { return runKeysCreate(ctx, a, getenv, stdout, stderr) },
+		"list":   func(a []string) error { return runKeysList(ctx, a, getenv, stdout, stderr) },
+		"revoke": func(a []string) error { return runKeysRevoke(ctx, a, getenv, stdout, stderr) },
+	})
 }
 
 // runProjects runs the projects subcommands.
 func runProjects(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return subcommand("projects", projectsUsage, args, stdout, stderr, map[string]func([]string) error{
+		"create": func(a []string) error { return runProjectsCreate(ctx, a, getenv, stdout, stderr) },
+		"list":   func(a []string) error { return runProjectsList(ctx, a, getenv, stdout, stderr) },
+	})
+}
+
+// subcommand runs the command of group named by args[0] with the rest of
+// args, printing usage for help, and to stderr with an error otherwise.
+func subcommand(group, usage string, args []string, stdout, stderr io.Writer, cmds map[string]func([]string) error) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, projectsUsage)
+		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
-	switch args[0] {
-	case "create":
-		return runProjectsCreate(ctx, args[1:], getenv, stdout, stderr)
-	case "list":
-		return runProjectsList(ctx, args[1:], getenv, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, projectsUsage)
-		return nil
-	default:
-		fmt.Fprint(stderr, projectsUsage)
-		return fmt.Errorf("unknown projects command %q", args[0])
+	if run, ok := cmds[args[0]]; ok {
+		return run(args[1:])
 	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown %s command %q", group, args[0])
 }
 
 // stringList is a repeatable flag.

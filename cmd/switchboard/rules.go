@@ -26,22 +26,10 @@ and then exits with status 1.
 
 // runRules runs the rules subcommands.
 func runRules(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, rulesUsage)
-		return errUsage
-	}
-	switch args[0] {
-	case "check":
-		return runRulesCheck(args[1:], stdout, stderr)
-	case "run":
-		return runRulesRun(ctx, args[1:], getenv, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, rulesUsage)
-		return nil
-	default:
-		fmt.Fprint(stderr, rulesUsage)
-		return fmt.Errorf("unknown rules command %q", args[0])
-	}
+	return subcommand("rules", rulesUsage, args, stdout, stderr, map[string]func([]string) error{
+		"check": func(a []string) error { return runRulesCheck(a, stdout, stderr) },
+		"run":   func(a []string) error { return runRulesRun(ctx, a, getenv, stderr) },
+	})
 }
 
 // runRulesCheck validates rule files as switchboard would load them: the
