@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -38,6 +39,10 @@ type Stored struct {
 	Type      string
 	Event     []byte // the CloudEvent JSON
 }
+
+// A NOTIFY payload holds at most 8000 bytes, so a batch announces its
+// request ids (37 bytes each) in one notification per notifyIDs of them.
+const notifyIDs = 200
 
 // Store is the event history. It is safe for concurrent use.
 type Store struct {
@@ -88,8 +93,10 @@ func (s *Store) flush(ctx context.Context, in []Incoming) ([]Outcome, error) {
 			ON CONFLICT (request_id, source, event_id) DO NOTHING
 			RETURNING request_id, source, event_id),
 		n AS (
-			SELECT pg_notify('`+notifyChannel+`', string_agg(DISTINCT request_id::text, ','))
-			FROM ins HAVING count(*) > 0)
+			SELECT pg_notify('`+notifyChannel+`', string_agg(request_id::text, ','))
+			FROM (SELECT request_id, (row_number() OVER () - 1) / `+fmt.Sprint(notifyIDs)+` AS g
+			      FROM (SELECT DISTINCT request_id FROM ins) AS d) AS numbered
+			GROUP BY g)
 		SELECT request_id, source, event_id FROM ins, (SELECT count(*) FROM n) AS notified`,
 		ids, sources, eventIDs, types, bodies, s.limit)
 	if err != nil {

@@ -21,7 +21,9 @@ import (
 // to a caller before its batch has committed.
 type Batcher[In, Out any] struct {
 	// flush runs one batch and returns one result per input, in order, or
-	// one error for the whole batch.
+	// one error for the whole batch. A batch the server refuses must have
+	// changed nothing (one statement, or one transaction): its calls are
+	// then flushed again one by one.
 	flush       func(ctx context.Context, in []In) ([]Out, error)
 	maxBatch    int
 	maxFlushers int           // concurrent flushes, each on its own connection
@@ -88,12 +90,20 @@ func (b *Batcher[In, Out]) run() {
 		for i, c := range batch {
 			in[i] = c.in
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		out, err := b.flush(ctx, in)
-		for attempt := 1; err != nil && retryable(err) && attempt < 3 && ctx.Err() == nil; attempt++ {
-			out, err = b.flush(ctx, in) // the statement rolled back whole
+		out, err := b.flushWithRetries(in)
+		if err != nil && len(batch) > 1 && refused(err) {
+			// The server refused the statement: one input may be to blame,
+			// or the batch as a whole. Each call alone fails only for
+			// itself, so one bad input cannot fail the others.
+			for _, c := range batch {
+				var one []Out
+				if one, c.err = b.flushWithRetries([]In{c.in}); c.err == nil {
+					c.out = one[0]
+				}
+				close(c.done)
+			}
+			continue
 		}
-		cancel()
 		for i, c := range batch {
 			if err != nil {
 				c.err = err
@@ -103,6 +113,23 @@ func (b *Batcher[In, Out]) run() {
 			close(c.done)
 		}
 	}
+}
+
+func (b *Batcher[In, Out]) flushWithRetries(in []In) ([]Out, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	out, err := b.flush(ctx, in)
+	for attempt := 1; err != nil && retryable(err) && attempt < 3 && ctx.Err() == nil; attempt++ {
+		out, err = b.flush(ctx, in) // the statement rolled back whole
+	}
+	return out, err
+}
+
+// refused reports an error the server answered with (a constraint, a bad
+// value, a payload too long), as opposed to not being reached at all.
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr)
 }
 
 // retryable reports a statement that failed whole and can be run again:

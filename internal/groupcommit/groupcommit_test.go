@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 )
 
@@ -99,4 +100,55 @@ func TestBatcherCallerGivesUp(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	close(release)
 	require.Eventually(t, func() bool { return flushed.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+}
+
+// A batch the server refuses is flushed again call by call, so only the
+// call to blame fails.
+func TestBatcherIsolatesARefusedInput(t *testing.T) {
+	t.Parallel()
+	first := make(chan struct{})
+	release := make(chan struct{})
+	var flushes atomic.Int64
+	b := New(8, 1, func(_ context.Context, in []string) ([]string, error) {
+		if flushes.Add(1) == 1 {
+			close(first)
+			<-release // hold the flusher so the others queue up as one batch
+		}
+		for _, s := range in {
+			if s == "bad" {
+				return nil, &pgconn.PgError{Code: "22023", Message: "payload string too long"}
+			}
+		}
+		return in, nil
+	})
+	errs := make(map[string]chan error)
+	call := func(s string) {
+		done := make(chan error, 1)
+		errs[s] = done
+		go func() {
+			got, err := b.Do(context.Background(), s)
+			if err == nil && got != s {
+				err = errors.New("wrong result " + got)
+			}
+			done <- err
+		}()
+	}
+	call("first")
+	<-first
+	for _, s := range []string{"a", "bad", "b"} {
+		call(s)
+	}
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.queue) == 3
+	}, 5*time.Second, time.Millisecond)
+	close(release)
+
+	for _, s := range []string{"first", "a", "b"} {
+		require.NoError(t, <-errs[s], s)
+	}
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, <-errs["bad"], &pgErr)
+	require.Equal(t, int64(1+1+3), flushes.Load(), "one alone, one batch of three refused, then three alone")
 }
