@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/switchboard-gw/switchboard/client"
-	"github.com/switchboard-gw/switchboard/webhook"
+	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
 
 func ExampleNew() {
@@ -98,7 +98,7 @@ func ExampleVerifyWebhook() {
 	// What the gateway sends, signed as it signs it.
 	body := []byte(`{"type":"request.replied","timestamp":"2026-12-02T06:00:01Z","data":{"id":"0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e","routing_key":"workflow.create","status":"replied","time":1552959300136,"expires_at":1552959360136,"reply_to":"https://client.example.com/hooks","request":{},"reply":{"message_id":"","correlation_id":"0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e","time":1552959300210,"body":{"ok":true}}}}`)
 	r := httptest.NewRequest(http.MethodPost, "/hooks", bytes.NewReader(body))
-	for k, v := range webhook.Headers("0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e", time.Now(), body, secrets...) {
+	for k, v := range signature.Headers("0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e", time.Now(), body, secrets...) {
 		r.Header[k] = v
 	}
 	w := httptest.NewRecorder()

@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -85,4 +87,19 @@ func TestErrorFromPlainAnswer(t *testing.T) {
 	require.Equal(t, "upstream down", e.Detail)
 	require.Equal(t, 7e9, float64(e.RetryAfter))
 	require.True(t, client.IsTemporary(err))
+}
+
+// The SDK is what services import: it needs the standard library, uuid
+// and the signature package, not the gateway's database, broker or metrics
+// libraries.
+func TestSDKDependenciesAreFew(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
+	require.NoError(t, err)
+	deps := strings.Fields(string(out))
+	require.ElementsMatch(t, []string{
+		"github.com/google/uuid",
+		"github.com/switchboard-gw/switchboard/client",
+		"github.com/switchboard-gw/switchboard/webhook/signature",
+	}, deps)
 }

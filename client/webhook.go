@@ -6,17 +6,17 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/switchboard-gw/switchboard/webhook"
+	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
 
-// WebhookSecret is a webhook signing secret (webhook.Secret): it never
+// WebhookSecret is a webhook signing secret (signature.Secret): it never
 // prints, logs or marshals its key.
-type WebhookSecret = webhook.Secret
+type WebhookSecret = signature.Secret
 
 // ParseWebhookSecrets reads the gateway's signing secrets (whsec_...),
-// separated by commas or white space, as webhook.ParseSecrets does. During
+// separated by commas or white space, as signature.ParseSecrets does. During
 // a rotation give both the new and the old one.
-func ParseWebhookSecrets(s string) ([]WebhookSecret, error) { return webhook.ParseSecrets(s) }
+func ParseWebhookSecrets(s string) ([]WebhookSecret, error) { return signature.ParseSecrets(s) }
 
 // WebhookPayload is what the gateway POSTs to a request's Reply-To URL
 // once the request ends.
@@ -28,14 +28,14 @@ type WebhookPayload struct {
 
 // VerifyWebhook checks a webhook the gateway delivered (the Standard
 // Webhooks signature by one of the secrets, and a timestamp within 5
-// minutes) with webhook.VerifyRequest, and decodes its payload. It reads
-// r's body. An error wrapping webhook.ErrMissingHeaders,
-// webhook.ErrTimestamp or webhook.ErrSignature means the message is not
+// minutes) with signature.VerifyRequest, and decodes its payload. It reads
+// r's body. An error wrapping signature.ErrMissingHeaders,
+// signature.ErrTimestamp or signature.ErrSignature means the message is not
 // authentic: answer 4xx (but not 410, which stops the deliveries). The
 // payload's Data.ID (also the webhook-id header) is the idempotency key:
 // deliveries are at least once.
 func VerifyWebhook(r *http.Request, secrets ...WebhookSecret) (*WebhookPayload, error) {
-	body, err := webhook.VerifyRequest(r, secrets...)
+	body, err := signature.VerifyRequest(r, secrets...)
 	if err != nil {
 		return nil, err
 	}
