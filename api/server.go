@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -114,6 +115,9 @@ type Server struct {
 	// is) so a graceful shutdown does not wait out MaxWait.
 	draining context.Context
 	drain    context.CancelFunc
+	// stopping makes /readyz answer 503 while the instance still serves,
+	// so load balancers take it out of rotation before it stops.
+	stopping atomic.Bool
 }
 
 // New returns the server; metrics serves /metrics.
@@ -136,6 +140,10 @@ func (s *Server) SetCORS(allowed []string) {
 		s.cors = CORS(allowed)
 	}
 }
+
+// Stopping makes /readyz answer 503 from now on, while every call is still
+// served: the first step of a graceful shutdown.
+func (s *Server) Stopping() { s.stopping.Store(true) }
 
 // Drain makes every current and future long-poll answer at once, for a
 // graceful shutdown.
@@ -213,6 +221,12 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.stopping.Load() {
+		p := problem(http.StatusServiceUnavailable, "not-ready", "Not ready", "shutting down")
+		p.RetryAfter = 5
+		writeProblem(w, p)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	checks := map[string]string{"postgres": "ok", "broker": "ok"}

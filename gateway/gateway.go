@@ -56,6 +56,10 @@ type Config struct {
 	// up on (rejected as unprocessable, or over the delivery limit); the
 	// gateway records each in the dead_letters table.
 	DeadLetterExchange, DeadLetterQueue string
+	// DeadLetterQueueType is "classic" (the default) or "quorum", which a
+	// RabbitMQ cluster replicates. The reply and event history queues are
+	// always quorum queues.
+	DeadLetterQueueType string
 	// AppID is sent as the app_id property.
 	AppID string
 	// Prefetch bounds unacked replies held by this instance.
@@ -87,27 +91,28 @@ type Config struct {
 // DefaultConfig returns a configuration for RabbitMQ on its standard local port.
 func DefaultConfig() Config {
 	return Config{
-		AMQPURL:            "amqp://guest:guest@127.0.0.1:5672/",
-		RequestExchange:    "switchboard.requests",
-		ReplyQueue:         "switchboard.replies",
-		ReplyDeliveryLimit: 20,
-		MaxReplyBytes:      8 << 20,
-		EventsExchange:     "switchboard.events",
-		EventHistoryQueue:  "switchboard.event-history",
-		DeadLetterExchange: "switchboard.dead-letters",
-		DeadLetterQueue:    "switchboard.dead-letters",
-		AppID:              "switchboard",
-		Prefetch:           256,
-		ReplyWorkers:       256,
-		ConfirmTimeout:     5 * time.Second,
-		RelayInterval:      2 * time.Second,
-		RelayBatch:         100,
-		SweepInterval:      time.Second,
-		Retention:          7 * 24 * time.Hour,
-		PurgeInterval:      time.Minute,
-		PurgeBatch:         1000,
-		ReconnectMin:       100 * time.Millisecond,
-		ReconnectMax:       10 * time.Second,
+		AMQPURL:             "amqp://guest:guest@127.0.0.1:5672/",
+		RequestExchange:     "switchboard.requests",
+		ReplyQueue:          "switchboard.replies",
+		ReplyDeliveryLimit:  20,
+		MaxReplyBytes:       8 << 20,
+		EventsExchange:      "switchboard.events",
+		EventHistoryQueue:   "switchboard.event-history",
+		DeadLetterExchange:  "switchboard.dead-letters",
+		DeadLetterQueue:     "switchboard.dead-letters",
+		DeadLetterQueueType: "classic",
+		AppID:               "switchboard",
+		Prefetch:            256,
+		ReplyWorkers:        256,
+		ConfirmTimeout:      5 * time.Second,
+		RelayInterval:       2 * time.Second,
+		RelayBatch:          100,
+		SweepInterval:       time.Second,
+		Retention:           7 * 24 * time.Hour,
+		PurgeInterval:       time.Minute,
+		PurgeBatch:          1000,
+		ReconnectMin:        100 * time.Millisecond,
+		ReconnectMax:        10 * time.Second,
 	}
 }
 
@@ -122,6 +127,8 @@ func (c Config) Validate() error {
 		return errors.New("reply queue is empty")
 	case c.EventsExchange == "" || c.EventHistoryQueue == "" || c.DeadLetterExchange == "" || c.DeadLetterQueue == "":
 		return errors.New("events exchange and history queue, and dead-letter exchange and queue, must be named")
+	case c.DeadLetterQueueType != "" && c.DeadLetterQueueType != "classic" && c.DeadLetterQueueType != "quorum":
+		return fmt.Errorf("dead-letter queue type %q: want classic or quorum", c.DeadLetterQueueType)
 	case c.ReplyDeliveryLimit < 1:
 		return errors.New("reply delivery limit must be at least 1")
 	case c.MaxReplyBytes < 1:
@@ -201,8 +208,12 @@ func (g *Gateway) declareTopology(conn *amqp.Connection) error {
 			return fmt.Errorf("declare exchange %s: %w", ex.name, err)
 		}
 	}
-	if _, err := ch.QueueDeclare(g.cfg.DeadLetterQueue, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare queue %s: %w", g.cfg.DeadLetterQueue, err)
+	var dlqArgs amqp.Table // classic: no arguments, as queues declared before the option
+	if g.cfg.DeadLetterQueueType == "quorum" {
+		dlqArgs = amqp.Table{"x-queue-type": "quorum"}
+	}
+	if _, err := ch.QueueDeclare(g.cfg.DeadLetterQueue, true, false, false, false, dlqArgs); err != nil {
+		return fmt.Errorf("declare queue %s (a queue of that name of another type must be deleted first): %w", g.cfg.DeadLetterQueue, err)
 	}
 	if err := ch.QueueBind(g.cfg.DeadLetterQueue, "", g.cfg.DeadLetterExchange, false, nil); err != nil {
 		return fmt.Errorf("bind queue %s: %w", g.cfg.DeadLetterQueue, err)

@@ -31,9 +31,13 @@ type serveConfig struct {
 	LogLevel        slog.Level
 	LogFormat       string
 	ShutdownTimeout time.Duration
-	DBMaxConns      int
-	API             api.Config
-	Gateway         gateway.Config
+	// ShutdownDelay is how long serve keeps serving after SIGTERM, with
+	// /readyz answering 503, so load balancers stop sending it new calls
+	// before it closes its listener.
+	ShutdownDelay time.Duration
+	DBMaxConns    int
+	API           api.Config
+	Gateway       gateway.Config
 	// Webhooks are on when at least one signing secret is configured.
 	Webhooks      webhook.Config
 	WebhookPolicy webhook.Policy
@@ -152,6 +156,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.str(&c.Gateway.EventsExchange, "events-exchange", "SWITCHBOARD_EVENTS_EXCHANGE", c.Gateway.EventsExchange, "topic exchange for lifecycle events (request.cancelled.<routing key>)")
 	f.str(&c.Gateway.DeadLetterExchange, "dead-letter-exchange", "SWITCHBOARD_DEAD_LETTER_EXCHANGE", c.Gateway.DeadLetterExchange, "exchange the reply queue dead-letters to")
 	f.str(&c.Gateway.DeadLetterQueue, "dead-letter-queue", "SWITCHBOARD_DEAD_LETTER_QUEUE", c.Gateway.DeadLetterQueue, "queue of dead-lettered replies, recorded in Postgres")
+	f.str(&c.Gateway.DeadLetterQueueType, "dead-letter-queue-type", "SWITCHBOARD_DEAD_LETTER_QUEUE_TYPE", c.Gateway.DeadLetterQueueType, "classic, or quorum (replicated across a RabbitMQ cluster)")
 	f.int(&c.Gateway.ReplyDeliveryLimit, "reply-delivery-limit", "SWITCHBOARD_REPLY_DELIVERY_LIMIT", c.Gateway.ReplyDeliveryLimit, "deliveries of one reply before the broker dead-letters it")
 	f.int(&c.Gateway.MaxReplyBytes, "max-reply-bytes", "SWITCHBOARD_MAX_REPLY_BYTES", c.Gateway.MaxReplyBytes, "largest reply body stored; a larger one fails its request")
 	f.dur(&c.Gateway.Retention, "retention", "SWITCHBOARD_RETENTION", c.Gateway.Retention, "how long finished requests and dead letters are kept")
@@ -166,6 +171,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.int(&c.MaxConnections, "max-connections", "SWITCHBOARD_MAX_CONNECTIONS", 0, "client connections held at once; 0: the open-file limit less 256 kept for Postgres and the broker")
 	f.boolean(&c.Migrate, "migrate", "SWITCHBOARD_MIGRATE", true, "apply pending migrations at start")
 	f.dur(&c.ShutdownTimeout, "shutdown-timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", 30*time.Second, "bound on graceful shutdown")
+	f.dur(&c.ShutdownDelay, "shutdown-delay", "SWITCHBOARD_SHUTDOWN_DELAY", 0, "after SIGTERM, keep serving this long with /readyz answering 503, so load balancers take the instance out before it stops")
 	f.str(&allow, "webhook-allow", "SWITCHBOARD_WEBHOOK_ALLOW", "", "webhook SSRF exceptions: CIDRs, addresses or host names that may be delivered to although private, loopback or link-local")
 	f.str(&schedule, "webhook-schedule", "SWITCHBOARD_WEBHOOK_SCHEDULE", formatSchedule(webhook.DefaultSchedule), "delay before each webhook attempt, comma-separated; its length is the number of attempts")
 	f.dur(&c.Webhooks.Timeout, "webhook-timeout", "SWITCHBOARD_WEBHOOK_TIMEOUT", c.Webhooks.Timeout, "bound on one webhook attempt")

@@ -197,17 +197,27 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 
 	select {
 	case <-ctx.Done():
-		logger.Info("shutting down")
+		logger.Info("shutting down", "delay", cfg.ShutdownDelay)
 	case err := <-serveErr:
 		stopBackground()
 		bg.Wait()
 		return fmt.Errorf("http server: %w", err)
 	}
 
-	// Ordered: stop taking requests and answer the long-polls; finish
-	// in-flight handlers; then stop the consumers (unacked replies go back
-	// to the queue), the relay, the sweeper and the webhook dispatcher
-	// (attempts in flight finish and are recorded); then close the pool.
+	// Ordered: say not ready and keep serving for the shutdown delay, so
+	// load balancers stop sending new calls here; stop taking requests and
+	// answer the long-polls; finish in-flight handlers; then stop the
+	// consumers (unacked replies go back to the queue), the relay, the
+	// sweeper and the webhook dispatcher (attempts in flight finish and are
+	// recorded); then close the pool.
+	srv.Stopping()
+	if cfg.ShutdownDelay > 0 {
+		select {
+		case <-time.After(cfg.ShutdownDelay):
+		case err := <-serveErr:
+			logger.Error("http server stopped during the shutdown delay", "error", err)
+		}
+	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	srv.Drain()
