@@ -7,6 +7,8 @@
 //	switchboard rules run [DIR]      run the rules engine on its own
 //	switchboard keys create|list|revoke  manage API keys
 //	switchboard projects create|list     manage projects
+//	switchboard request PATH [-d JSON]   submit a request to a gateway, show it
+//	switchboard get ID                   show a request's record
 //
 // Configuration comes from SWITCHBOARD_* environment variables; flags
 // override them. Run a subcommand with -h for its flags.
@@ -27,8 +29,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "switchboard:", err)
-		os.Exit(1)
+		os.Exit(exitStatus(os.Stderr, err))
 	}
 }
 
@@ -42,6 +43,8 @@ usage:
   switchboard rules run [flags] [DIR]    run the rules engine on its own
   switchboard keys create|list|revoke    manage API keys (shown once, stored hashed)
   switchboard projects create|list       manage projects
+  switchboard request PATH [flags]       submit JSON to a gateway (-d, --wait, --follow), show the record
+  switchboard get ID [flags]             show a request's record
 
 Run 'switchboard COMMAND -h' for a command's flags and environment variables.
 `
@@ -67,6 +70,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runKeys(ctx, args[1:], getenv, stdout, stderr)
 	case "projects":
 		err = runProjects(ctx, args[1:], getenv, stdout, stderr)
+	case "request":
+		err = runRequest(ctx, args[1:], getenv, newCLIIO(os.Stdin, stdout, stderr))
+	case "get":
+		err = runGet(ctx, args[1:], getenv, newCLIIO(os.Stdin, stdout, stderr))
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

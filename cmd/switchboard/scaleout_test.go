@@ -154,7 +154,9 @@ func TestThreeInstancesOneStoppedMidRun(t *testing.T) {
 		}
 		return res.StatusCode, rec, nil
 	}
-	final := func(rec map[string]any) bool { return rec != nil && rec["status"] != "pending" && rec["status"] != "queued" }
+	final := func(rec map[string]any) bool {
+		return rec != nil && rec["status"] != "pending" && rec["status"] != "queued"
+	}
 
 	// run submits one request (the same Message-ID on a retry) and waits
 	// for its reply, moving to whichever instance the balancer picks.
