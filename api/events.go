@@ -140,6 +140,7 @@ func (s *Server) requestEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	defer s.streamOpened()()
 	s.streamRequest(w, r, rec, after)
 }
 

@@ -136,6 +136,7 @@ func setup(t *testing.T, opts options) *bundle {
 	}
 	b.api, err = api.New(acfg, b.gw, b.store, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), gateway.NewID, logger)
 	require.NoError(t, err)
+	b.api.SetMetrics(api.NewMetrics(reg))
 	whStore := webhook.NewStore(pool)
 	hooks := api.Webhooks{
 		ValidateURL: func(u string) error { _, err := webhook.ValidateURL(u, loopbackPolicy); return err },

@@ -107,6 +107,8 @@ type Server struct {
 	console http.Handler
 	// cors is the CORS middleware (nil: CORS off).
 	cors func(http.Handler) http.Handler
+	// instruments count calls and streams (nil: not counted).
+	instruments *Metrics
 	// rules is the rule engine's API (nil: off).
 	rules Rules
 	// auth is zero when every call is the insecure principal's.
@@ -166,7 +168,7 @@ func (s *Server) wait(ctx context.Context, id uuid.UUID, d time.Duration) (corre
 // Handler returns the router.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.recoverer, s.accessLog, s.writeDeadline)
+	r.Use(s.instrument, s.recoverer, s.accessLog, s.writeDeadline)
 	if s.cors != nil {
 		r.Use(s.cors)
 	}

@@ -110,3 +110,27 @@ func (s *Store) Outbox(ctx context.Context) (OutboxStats, error) {
 	}
 	return st, nil
 }
+
+// OpenCounts reports how many requests are open, by status (queued and
+// pending; a status with none is present with 0). Only open rows are read:
+// the partial index requests_open_expiry_idx holds exactly them.
+func (s *Store) OpenCounts(ctx context.Context) (map[Status]int, error) {
+	counts := map[Status]int{StatusQueued: 0, StatusPending: 0}
+	rows, err := s.pool.Query(ctx, `SELECT status, count(*) FROM requests WHERE status IN ('queued', 'pending') GROUP BY status`)
+	if err != nil {
+		return nil, dbErr("open request counts", err)
+	}
+	for rows.Next() {
+		var st Status
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			rows.Close()
+			return nil, dbErr("open request counts", err)
+		}
+		counts[st] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbErr("open request counts", err)
+	}
+	return counts, nil
+}

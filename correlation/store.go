@@ -283,6 +283,14 @@ func (s *Store) RetryLater(ctx context.Context, id uuid.UUID, cause error) error
 // ones are duplicates. A reply that matches no open request is kept as a
 // dead letter, with the outcome saying why.
 func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, error) {
+	outcome, _, err := s.StoreReplyRecord(ctx, in)
+	return outcome, err
+}
+
+// StoreReplyRecord is StoreReply that also returns the request as the reply
+// left it when the outcome is OutcomeStored (nil otherwise), so the caller
+// can tell how long the reply took.
+func (s *Store) StoreReplyRecord(ctx context.Context, in IncomingReply) (Outcome, *Request, error) {
 	in = in.storable()
 	id, parseErr := uuid.Parse(in.CorrelationID)
 	if parseErr == nil {
@@ -292,10 +300,10 @@ func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, erro
 		}
 		rec, err := s.replies.Do(ctx, replyRow{id: id, status: status, reply: in})
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if rec != nil {
-			return OutcomeStored, nil
+			return OutcomeStored, rec, nil
 		}
 	}
 
@@ -307,14 +315,14 @@ func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, erro
 		case errors.Is(err, pgx.ErrNoRows):
 			outcome = OutcomeUnknown
 		case err != nil:
-			return "", dbErr("classify reply", err)
+			return "", nil, dbErr("classify reply", err)
 		case status == StatusReplied || status == StatusFailed:
-			return OutcomeDuplicate, nil
+			return OutcomeDuplicate, nil, nil
 		case status == StatusQueued || status == StatusPending:
 			// Open but past its deadline: the sweeper has not got to it
 			// yet. Close it now so its waiters hear about it.
 			if _, err := s.expire(ctx, `id = $1 AND`, id); err != nil {
-				return "", err
+				return "", nil, err
 			}
 			outcome = OutcomeLate
 		case status == StatusExpired:
@@ -324,9 +332,9 @@ func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, erro
 		}
 	}
 	if err := s.deadLetter(ctx, string(outcome), in); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return outcome, nil
+	return outcome, nil, nil
 }
 
 // uuidArgs passes ids to pgx as raw 16-byte values: uuid.UUID goes through

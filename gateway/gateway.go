@@ -311,13 +311,14 @@ func (g *Gateway) Submit(ctx context.Context, n correlation.NewRequest) (correla
 // /v1/replies) to its request, and counts the outcome. Replies that match no
 // open request are kept as dead letters by the store and counted here.
 func (g *Gateway) StoreReply(ctx context.Context, in correlation.IncomingReply) (correlation.Outcome, error) {
-	outcome, err := g.store.StoreReply(ctx, in)
+	outcome, rec, err := g.store.StoreReplyRecord(ctx, in)
 	if err != nil {
 		g.metrics.Replies.WithLabelValues(in.Source, "error").Inc()
 		return outcome, err
 	}
 	g.metrics.Replies.WithLabelValues(in.Source, string(outcome)).Inc()
 	if outcome == correlation.OutcomeStored {
+		g.metrics.ReplyLatency.Observe(replyLatency(rec).Seconds())
 		g.wakeEvents() // request.replied or request.failed
 	}
 	switch outcome {
@@ -328,6 +329,20 @@ func (g *Gateway) StoreReply(ctx context.Context, in correlation.IncomingReply) 
 		g.logger.Warn("reply kept as dead letter", "request_id", in.CorrelationID, "reason", outcome, "source", in.Source)
 	}
 	return outcome, nil
+}
+
+// replyLatency is how long rec waited for its reply: from its publish, or
+// from its creation when the reply was stored before the confirm was. All
+// three times are the database's, so instances' clocks do not matter.
+func replyLatency(rec *correlation.Request) time.Duration {
+	if rec == nil || rec.Reply == nil {
+		return 0
+	}
+	from := rec.CreatedAt
+	if rec.PublishedAt != nil {
+		from = *rec.PublishedAt
+	}
+	return max(rec.Reply.ReceivedAt.Sub(from), 0)
 }
 
 // WakeRelay makes the event relay look for events to publish now.

@@ -9,6 +9,7 @@ type Metrics struct {
 	RelayPublishes   *prometheus.CounterVec
 	ConfirmSeconds   prometheus.Histogram
 	Replies          *prometheus.CounterVec
+	ReplyLatency     prometheus.Histogram
 	DeadLetters      *prometheus.CounterVec
 	DeadLetterErrors prometheus.Counter
 	Expired          prometheus.Counter
@@ -37,6 +38,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Replies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_replies_total", Help: "Replies received, by source (amqp, http) and outcome (stored, duplicate, unknown, late, closed, error)."},
 			[]string{"source", "outcome"}),
+		ReplyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchboard_reply_latency_seconds",
+			Help:    "Time from a request's publish (its creation, when the reply beat the confirm) to its reply being stored, by the database's clock.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}}),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_dead_letters_total", Help: "Replies kept as dead letters, by reason (unknown, late, closed)."},
 			[]string{"reason"}),
@@ -60,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.RequestsAccepted, m.Publishes, m.RelayPublishes, m.ConfirmSeconds,
-			m.Replies, m.DeadLetters, m.DeadLetterErrors, m.Expired, m.Reconnects, m.Purged,
+			m.Replies, m.ReplyLatency, m.DeadLetters, m.DeadLetterErrors, m.Expired, m.Reconnects, m.Purged,
 			m.Receipts, m.ReceiptErrors, m.Events)
 	}
 	return m

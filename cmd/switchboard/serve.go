@@ -87,6 +87,7 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 	if err != nil {
 		return err
 	}
+	registerMetrics(reg, pool, store, srv)
 	if err := setUpAuth(ctx, cfg, pool, srv, reg, logger); err != nil {
 		return err
 	}
