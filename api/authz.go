@@ -155,7 +155,7 @@ func (s *Server) audit(r *http.Request, action, target, outcome string, detail m
 	if err := s.auth.Audit.Record(context.WithoutCancel(r.Context()), auth.AuditEntry{
 		ProjectID: p.ProjectID, KeyID: p.KeyID, Action: action, Target: target, Outcome: outcome, Detail: detail,
 	}); err != nil {
-		s.logger.Error("record audit entry", "action", action, "target", target, "error", err)
+		s.logger.ErrorContext(r.Context(), "record audit entry", "action", action, "target", target, "error", err)
 	}
 }
 

@@ -84,6 +84,13 @@ func TestCORS(t *testing.T) {
 			want:   map[string]string{"Access-Control-Allow-Headers": "last-event-id, authorization, correl-id, reply-status, message-id, time, reply-to, correlation-id"},
 		},
 		{
+			name: "preflight of a traced browser call", allowed: []string{app}, method: http.MethodOptions,
+			headers: map[string]string{"Origin": app, "Access-Control-Request-Method": "POST",
+				"Access-Control-Request-Headers": "content-type,traceparent,tracestate"},
+			status: http.StatusNoContent,
+			want:   map[string]string{"Access-Control-Allow-Headers": "content-type, traceparent, tracestate"},
+		},
+		{
 			name: "preflight without requested headers", allowed: []string{"*"}, method: http.MethodOptions,
 			headers: map[string]string{"Origin": app, "Access-Control-Request-Method": "DELETE"},
 			status:  http.StatusNoContent,

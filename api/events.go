@@ -208,7 +208,7 @@ func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request, rec corre
 		for {
 			evs, err := s.events.History.After(ctx, id, after, historyPage)
 			if err != nil {
-				s.logger.Warn("read event history", "request_id", id, "error", err)
+				s.logger.WarnContext(ctx, "read event history", "request_id", id, "error", err)
 				return false
 			}
 			for _, e := range evs {

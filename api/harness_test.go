@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-gw/switchboard/api"
 	"github.com/switchboard-gw/switchboard/auth"
@@ -63,6 +64,11 @@ type options struct {
 	// auth, when set, puts projects and API keys in front of the API with
 	// these limits; without it every call is an operator's.
 	auth *auth.Limits
+	// tracing, when set, traces the API, the gateway and the webhook
+	// dispatcher with it.
+	tracing trace.TracerProvider
+	// logger replaces the test logger (see testLogger).
+	logger *slog.Logger
 }
 
 // testWebhookSecret signs the tests' webhooks.
@@ -102,6 +108,9 @@ func setup(t *testing.T, opts options) *bundle {
 		brokerURL = opts.amqpURL
 	}
 	logger := testLogger(t)
+	if opts.logger != nil {
+		logger = opts.logger
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	pool, err := pgxpool.New(ctx, b.dbURL)
@@ -178,6 +187,13 @@ func setup(t *testing.T, opts options) *bundle {
 				audit.Routes(r)
 			},
 		})
+	}
+	if opts.tracing != nil {
+		b.gw.SetTracerProvider(opts.tracing)
+		b.api.SetTracerProvider(opts.tracing)
+		if dispatcher != nil {
+			dispatcher.SetTracerProvider(opts.tracing)
+		}
 	}
 	srv := httptest.NewServer(b.api.Handler())
 	b.url = srv.URL

@@ -71,7 +71,7 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.logger.Error("handler panic", "panic", v, "path", r.URL.Path, "stack", string(debug.Stack()))
+				s.logger.ErrorContext(r.Context(), "handler panic", "panic", v, "path", r.URL.Path, "stack", string(debug.Stack()))
 				writeError(w, nil)
 			}
 		}()

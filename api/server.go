@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-gw/switchboard/correlation"
 )
@@ -111,6 +112,8 @@ type Server struct {
 	instruments *Metrics
 	// rules is the rule engine's API (nil: off).
 	rules Rules
+	// tracerProvider traces requests (nil: spans are not recorded).
+	tracerProvider trace.TracerProvider
 	// auth is zero when every call is the insecure principal's.
 	auth Auth
 	// draining ends every long-poll early (answering with the record as it
@@ -168,6 +171,7 @@ func (s *Server) wait(ctx context.Context, id uuid.UUID, d time.Duration) (corre
 // Handler returns the router.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
+	r.Use(s.traceRequests) // first: the access log and the handlers see the span
 	r.Use(s.instrument, s.recoverer, s.accessLog, s.writeDeadline)
 	if s.cors != nil {
 		r.Use(s.cors)

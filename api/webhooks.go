@@ -103,7 +103,7 @@ func (s *Server) render(ctx context.Context, r correlation.Request) recordJSON {
 	case err == nil:
 		out.Delivery = toDeliveryJSON(d)
 	case !errors.Is(err, webhook.ErrNoDelivery):
-		s.logger.Warn("read webhook delivery", "request_id", r.ID, "error", err)
+		s.logger.WarnContext(ctx, "read webhook delivery", "request_id", r.ID, "error", err)
 	}
 	return out
 }

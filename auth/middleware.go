@@ -61,10 +61,10 @@ func Middleware(cfg MiddlewareConfig) func(http.Handler) http.Handler {
 			switch {
 			case err == nil:
 			case errors.Is(err, errNoCredentials) && cfg.Insecure:
-				logger.Warn(insecureWarning, "method", r.Method, "path", r.URL.Path)
+				logger.WarnContext(r.Context(), insecureWarning, "method", r.Method, "path", r.URL.Path)
 				p = InsecurePrincipal()
 			case errors.Is(err, correlation.ErrUnavailable):
-				logger.Warn("authenticate: the key store is unavailable", "error", err)
+				logger.WarnContext(r.Context(), "authenticate: the key store is unavailable", "error", err)
 				p := newProblem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",
 					"the gateway cannot check credentials now; try again later")
 				w.Header().Set("Retry-After", "5")
@@ -74,7 +74,7 @@ func Middleware(cfg MiddlewareConfig) func(http.Handler) http.Handler {
 				var why *unauthorized
 				if !errors.As(err, &why) {
 					// Not the caller's fault, and not an outage: say little.
-					logger.Error("authenticate", "error", err)
+					logger.ErrorContext(r.Context(), "authenticate", "error", err)
 					writeProblem(w, newProblem(http.StatusInternalServerError, "internal", "Internal error",
 						"the gateway failed to check credentials"))
 					return

@@ -76,6 +76,10 @@ type Request struct {
 	PublishedAt *time.Time
 	Attempts    int
 	Reply       *Reply
+	// TraceParent and TraceState are the W3C trace context of the span
+	// that submitted the request (empty: none), kept so that whoever
+	// publishes it, and its webhook deliveries, continue that trace.
+	TraceParent, TraceState string
 }
 
 // Reply is the reply stored for a request.
@@ -102,6 +106,9 @@ type NewRequest struct {
 	// submitting gateway has not published it by then (it crashed, or the
 	// broker was down). The submitter publishes at once itself.
 	PublishAfter time.Time
+	// TraceParent and TraceState are the W3C trace context of the submit
+	// (empty: none); see Request.
+	TraceParent, TraceState string
 }
 
 // IncomingReply is a reply as it arrived, over AMQP or HTTP.

@@ -64,7 +64,8 @@ func (s *Store) Ping(ctx context.Context) error {
 
 const requestColumns = `id, routing_key, status, time_ms, expires_at, coalesce(reply_to, ''), body, project_id, key_id,
 	created_at, published_at, publish_attempts,
-	reply_message_id, reply_correlation_id, reply_time_ms, reply_body, replied_at`
+	reply_message_id, reply_correlation_id, reply_time_ms, reply_body, replied_at,
+	coalesce(traceparent, ''), coalesce(tracestate, '')`
 
 func scanRequest(row pgx.Row) (Request, error) {
 	var (
@@ -78,7 +79,8 @@ func scanRequest(row pgx.Row) (Request, error) {
 	var keyID *uuid.UUID
 	err := row.Scan(&r.ID, &r.RoutingKey, &r.Status, &r.Time, &r.ExpiresAt, &r.ReplyTo, &r.Body, &r.ProjectID, &keyID,
 		&r.CreatedAt, &r.PublishedAt, &r.Attempts,
-		&replyMsgID, &replyCorr, &replyTime, &replyBody, &repliedAt)
+		&replyMsgID, &replyCorr, &replyTime, &replyBody, &repliedAt,
+		&r.TraceParent, &r.TraceState)
 	if err != nil {
 		return Request{}, err
 	}
@@ -118,7 +120,7 @@ func (s *Store) Create(ctx context.Context, n NewRequest) (r Request, created bo
 		r = Request{
 			ID: n.ID, RoutingKey: n.RoutingKey, Status: StatusQueued, Time: n.Time,
 			ExpiresAt: n.ExpiresAt, ReplyTo: n.ReplyTo, Body: n.Body, CreatedAt: res.createdAt,
-			ProjectID: n.ProjectID, KeyID: n.KeyID,
+			ProjectID: n.ProjectID, KeyID: n.KeyID, TraceParent: n.TraceParent, TraceState: n.TraceState,
 		}
 		s.owners.put(n.ID, Owner{ProjectID: n.ProjectID, RoutingKey: n.RoutingKey})
 		return r, true, nil
@@ -167,7 +169,15 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 	next := make([]time.Time, n)
 	projects := make([][16]byte, n)
 	keyIDs := make([]*[16]byte, n)
+	parents := make([]*string, n)
+	states := make([]*string, n)
 	for i, r := range in {
+		if r.TraceParent != "" {
+			parents[i] = &in[i].TraceParent
+		}
+		if r.TraceState != "" {
+			states[i] = &in[i].TraceState
+		}
 		projects[i] = r.ProjectID
 		if r.KeyID != uuid.Nil {
 			k := [16]byte(r.KeyID)
@@ -180,13 +190,16 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 		sums[i] = digest(r.Body)
 	}
 	rows, err := s.pool.Query(ctx, `
-		INSERT INTO requests (id, routing_key, status, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id)
-		SELECT id, routing_key, 'queued', time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id
-		FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::uuid[], $10::uuid[])
-			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id)
+		INSERT INTO requests (id, routing_key, status, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id,
+		                      traceparent, tracestate)
+		SELECT id, routing_key, 'queued', time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id,
+		       traceparent, tracestate
+		FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::uuid[], $10::uuid[],
+		            $11::text[], $12::text[])
+			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id, traceparent, tracestate)
 		ON CONFLICT (id) DO NOTHING
 		RETURNING id, created_at`,
-		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next, projects, keyIDs)
+		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next, projects, keyIDs, parents, states)
 	if err != nil {
 		return nil, dbErr("insert requests", err)
 	}

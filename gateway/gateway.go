@@ -24,6 +24,7 @@ import (
 
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-gw/switchboard/correlation"
 )
@@ -170,6 +171,8 @@ type Gateway struct {
 	// subscribers as it changes.
 	sinks        EventSinks
 	liveActivity chan int
+	// tracer traces publishes (see SetTracerProvider).
+	tracer trace.Tracer
 }
 
 // New builds a gateway; nothing connects until Run.
@@ -183,7 +186,8 @@ func New(cfg Config, store *correlation.Store, metrics *Metrics, logger *slog.Lo
 	g := &Gateway{cfg: cfg, store: store, logger: logger, metrics: metrics, relayWake: make(chan struct{}, 1), eventsWake: make(chan struct{}, 1),
 		receipts: make(chan uuid.UUID, receiptQueue), liveActivity: make(chan int, 1)}
 	g.publisher = newPublisher(cfg.ConfirmTimeout, metrics, logger)
-	g.replies = &replyConsumer{cfg: cfg, store: g.StoreReply, logger: logger}
+	g.tracer = defaultTracer()
+	g.replies = &replyConsumer{cfg: cfg, store: g.StoreReply, logger: logger, tracer: g.tracer}
 	g.dead = &deadLetterConsumer{cfg: cfg, store: store, metrics: metrics, logger: logger}
 	g.conn = NewConnection(cfg.AMQPURL, cfg.ReconnectMin, cfg.ReconnectMax, metrics, logger,
 		g.declareTopology, g.publisher.serve, g.replies.serve, g.dead.serve, g.serveHistory, g.serveLive)
@@ -271,6 +275,7 @@ func (g *Gateway) Submit(ctx context.Context, n correlation.NewRequest) (correla
 	// The relay leaves the row alone until the submitter has had its chance
 	// to publish and record the confirm.
 	n.PublishAfter = time.Now().Add(2*g.cfg.ConfirmTimeout + time.Second)
+	n.TraceParent, n.TraceState = submitTrace(ctx)
 	r, created, err := g.store.Create(ctx, n)
 	if err != nil || !created {
 		return r, created, err
@@ -282,13 +287,13 @@ func (g *Gateway) Submit(ctx context.Context, n correlation.NewRequest) (correla
 	// outcome even if the client goes away, or the relay would publish it a
 	// second time.
 	ctx = context.WithoutCancel(ctx)
-	err = g.publisher.Publish(ctx, g.cfg.RequestExchange, r.RoutingKey, true, requestMessage(r, g.cfg.ReplyQueue, g.cfg.AppID, time.Now()))
+	err = g.publishRequest(ctx, r, time.Now())
 	switch {
 	case err == nil:
 		if err := g.store.MarkPublished(ctx, r.ID); err != nil {
 			// The broker has it; only our bookkeeping lags. The relay will
 			// publish it once more later and the duplicate reply is absorbed.
-			g.logger.Error("record publish confirm", "request_id", r.ID, "error", err)
+			g.logger.ErrorContext(ctx, "record publish confirm", "request_id", r.ID, "error", err)
 			return r, true, nil
 		}
 		r.Status = correlation.StatusPending
@@ -298,9 +303,9 @@ func (g *Gateway) Submit(ctx context.Context, n correlation.NewRequest) (correla
 		}
 		r.Status = correlation.StatusUnroutable
 	default:
-		g.logger.Warn("publish failed; request left in the outbox", "request_id", r.ID, "error", err)
+		g.logger.WarnContext(ctx, "publish failed; request left in the outbox", "request_id", r.ID, "error", err)
 		if err := g.store.RetryLater(ctx, r.ID, err); err != nil {
-			g.logger.Error("schedule republish", "request_id", r.ID, "error", err)
+			g.logger.ErrorContext(ctx, "schedule republish", "request_id", r.ID, "error", err)
 		}
 		g.wakeRelay()
 	}
@@ -323,10 +328,10 @@ func (g *Gateway) StoreReply(ctx context.Context, in correlation.IncomingReply) 
 	}
 	switch outcome {
 	case correlation.OutcomeStored, correlation.OutcomeDuplicate:
-		g.logger.Debug("reply", "request_id", in.CorrelationID, "outcome", outcome, "source", in.Source)
+		g.logger.DebugContext(ctx, "reply", "request_id", in.CorrelationID, "outcome", outcome, "source", in.Source)
 	default:
 		g.metrics.DeadLetters.WithLabelValues(string(outcome)).Inc()
-		g.logger.Warn("reply kept as dead letter", "request_id", in.CorrelationID, "reason", outcome, "source", in.Source)
+		g.logger.WarnContext(ctx, "reply kept as dead letter", "request_id", in.CorrelationID, "reason", outcome, "source", in.Source)
 	}
 	return outcome, nil
 }
@@ -438,7 +443,7 @@ func (g *Gateway) publishBatch(ctx context.Context, batch []correlation.Request)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := g.publisher.Publish(ctx, g.cfg.RequestExchange, r.RoutingKey, true, requestMessage(r, g.cfg.ReplyQueue, g.cfg.AppID, now))
+			err := g.publishRequest(ctx, r, now)
 			results[i] = correlation.PublishResult{ID: r.ID, Confirmed: err == nil, Unroutable: errors.Is(err, ErrUnroutable), Err: err}
 			g.metrics.RelayPublishes.WithLabelValues(publishLabel(err)).Inc()
 		}()

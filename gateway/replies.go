@@ -9,6 +9,9 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-gw/switchboard/correlation"
 	"github.com/switchboard-gw/switchboard/internal/amqpheader"
@@ -24,6 +27,7 @@ type replyConsumer struct {
 	cfg    Config
 	store  func(context.Context, correlation.IncomingReply) (correlation.Outcome, error)
 	logger *slog.Logger
+	tracer trace.Tracer
 }
 
 // deadLetterRetryPause is how long the dead-letter consumer waits before it
@@ -39,24 +43,32 @@ func (c *replyConsumer) serve(ctx context.Context, conn *amqp.Connection) error 
 
 func (c *replyConsumer) handle(ctx, work context.Context, d amqp.Delivery) {
 	in := replyFromDelivery(d, c.cfg.MaxReplyBytes)
+	work, span := startReplySpan(work, c.tracer, c.cfg.ReplyQueue, d)
+	defer span.End()
 	log := c.logger.With("request_id", d.CorrelationId)
+	var outcome correlation.Outcome
 	err := retryStore(ctx, func() error {
 		sctx, cancel := context.WithTimeout(work, storeTimeout)
 		defer cancel()
-		_, err := c.store(sctx, in)
+		var err error
+		outcome, err = c.store(sctx, in)
 		return err
-	}, func(err error) { log.Warn("store reply: database unavailable; holding the reply", "error", err) })
+	}, func(err error) {
+		log.WarnContext(work, "store reply: database unavailable; holding the reply", "error", err)
+	})
 	switch {
 	case err == nil:
+		span.SetAttributes(attribute.String("switchboard.reply.outcome", string(outcome)))
 		if err := d.Ack(false); err != nil {
 			// The channel is gone; the broker redelivers and the duplicate is absorbed.
-			log.Warn("ack reply", "error", err)
+			log.WarnContext(work, "ack reply", "error", err)
 		}
 	case ctx.Err() != nil:
 		// Shutting down with the database away: leave it unacked; the broker
 		// redelivers it to whichever instance runs next.
 	default:
-		log.Error("store reply failed; rejecting it to the dead-letter exchange", "error", err)
+		span.SetStatus(codes.Error, err.Error())
+		log.ErrorContext(work, "store reply failed; rejecting it to the dead-letter exchange", "error", err)
 		_ = d.Nack(false, false)
 	}
 }

@@ -78,7 +78,8 @@ func PublishEvent(ctx context.Context, typ string, data any) error {
 	if err != nil {
 		return err
 	}
-	err = h.pub.publish(ctx, key, amqp.Publishing{
+	msg := amqp.Publishing{
+		Headers:       amqp.Table{},
 		ContentType:   "application/cloudevents+json",
 		DeliveryMode:  amqp.Persistent,
 		CorrelationId: h.req.ID,
@@ -87,8 +88,9 @@ func PublishEvent(ctx context.Context, typ string, data any) error {
 		Type:          typ,
 		AppId:         h.appID,
 		Body:          body,
-	})
-	if err != nil {
+	}
+	injectTrace(ctx, msg.Headers) // the span current in the handler: the event is part of its trace
+	if err := h.pub.publish(ctx, key, msg); err != nil {
 		return fmt.Errorf("publish %s event: %w", typ, err)
 	}
 	return nil

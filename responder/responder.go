@@ -11,6 +11,11 @@
 // it is with Progress, or publish other events about it with PublishEvent
 // (CONTRACT §5): CloudEvents on the events exchange, confirmed by the broker.
 //
+// Each request is handled in its trace: the SDK reads the W3C traceparent
+// the gateway sent with it, starts a consumer span (Config.TracerProvider)
+// that the Handler's ctx carries, and sends that span's traceparent with
+// the reply and with every event, so the gateway and followers continue it.
+//
 // Nothing here is required by the gateway: a responder written with any AMQP
 // client that follows CONTRACT §3 works just as well.
 package responder
@@ -27,6 +32,8 @@ import (
 
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-gw/switchboard/internal/amqpheader"
 )
@@ -65,6 +72,13 @@ type Config struct {
 	// publish to, default switchboard.events.
 	EventsExchange string
 	Logger         *slog.Logger
+	// TracerProvider traces each request handled with a consumer span that
+	// continues the request's trace (its traceparent header); the
+	// Handler's ctx carries it, so the service's own spans nest under it,
+	// and the reply and the events carry it on. Nil: the global provider
+	// (otel.GetTracerProvider), which records nothing until the service
+	// sets one up — the trace context is carried on all the same.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) defaults() error {
@@ -99,6 +113,7 @@ func (c *Config) defaults() error {
 type Responder struct {
 	cfg     Config
 	handler Handler
+	tracer  trace.Tracer
 	ready   chan struct{}
 	once    sync.Once
 }
@@ -111,7 +126,7 @@ func New(cfg Config, h Handler) (*Responder, error) {
 	if h == nil {
 		return nil, errors.New("responder handler is nil")
 	}
-	return &Responder{cfg: cfg, handler: h, ready: make(chan struct{})}, nil
+	return &Responder{cfg: cfg, handler: h, tracer: cfg.tracer(), ready: make(chan struct{})}, nil
 }
 
 // Ready is closed once the queue is declared, bound and consumed the first
@@ -216,6 +231,8 @@ func (r *Responder) session(ctx context.Context) error {
 }
 
 func (r *Responder) handle(ctx context.Context, out *replier, events *eventPublisher, d amqp.Delivery) {
+	ctx, span := startHandlerSpan(ctx, r.tracer, d)
+	defer span.End()
 	req := Request{ID: d.MessageId, RoutingKey: d.RoutingKey, Body: d.Body, Headers: d.Headers}
 	if p, ok := d.Headers["project"].(string); ok {
 		req.Project = p
@@ -241,19 +258,23 @@ func (r *Responder) handle(ctx context.Context, out *replier, events *eventPubli
 
 	if d.ReplyTo == "" {
 		// Nobody to answer: handle nothing, keep nothing waiting.
-		log.Warn("request without reply_to; acked without handling")
+		log.WarnContext(ctx, "request without reply_to; acked without handling")
 		_ = d.Ack(false)
 		return
 	}
 
 	reply, status := r.call(hctx, req)
+	if status == "error" {
+		span.SetStatus(codes.Error, "the handler failed")
+	}
 	if err := out.publish(ctx, d.ReplyTo, req.ID, r.cfg.AppID, reply, status); err != nil {
-		log.Warn("reply not confirmed; request requeued", "error", err)
+		span.SetStatus(codes.Error, "reply not confirmed: "+err.Error())
+		log.WarnContext(ctx, "reply not confirmed; request requeued", "error", err)
 		_ = d.Nack(false, true)
 		return
 	}
 	if err := d.Ack(false); err != nil {
-		log.Warn("ack request", "error", err) // redelivered; the duplicate reply is ignored
+		log.WarnContext(ctx, "ack request", "error", err) // redelivered; the duplicate reply is ignored
 	}
 }
 
@@ -322,6 +343,7 @@ func (p *replier) publish(ctx context.Context, replyTo, correlationID, appID str
 		AppId:         appID,
 		Body:          body,
 	}
+	injectTrace(ctx, msg.Headers) // the handler's span: the gateway's reply span continues it
 	p.mu.Lock()
 	confirm, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", replyTo, false, false, msg)
 	p.mu.Unlock()

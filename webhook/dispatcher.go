@@ -34,6 +34,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-gw/switchboard/correlation"
 )
@@ -126,6 +128,7 @@ type Dispatcher struct {
 	client   *http.Client
 	metrics  *Metrics
 	logger   *slog.Logger
+	tracer   trace.Tracer // nil: spans are not recorded
 	now      func() time.Time
 	// leaseMargin: see defaultLeaseMargin; tests shorten it to play an
 	// instance that died mid-attempt.
@@ -283,7 +286,9 @@ func (d *Dispatcher) attempt(ctx context.Context, del Delivery, lease uuid.UUID)
 		return
 	}
 
+	ctx, span := d.startAttemptSpan(ctx, del, rec) // the log lines below carry its trace id
 	res := d.send(ctx, del, body)
+	endAttemptSpan(span, res)
 	d.metrics.Attempts.WithLabelValues(res.attempt.Outcome).Inc()
 	d.metrics.AttemptSeconds.Observe(res.attempt.Duration.Seconds())
 
@@ -291,29 +296,29 @@ func (d *Dispatcher) attempt(ctx context.Context, del Delivery, lease uuid.UUID)
 		// Before the delivery is recorded: if recording fails the delivery
 		// is attempted again, and the receipt is idempotent.
 		if err := d.receipts.ReplyDelivered(ctx, del.RequestID, "webhook"); err != nil {
-			log.Warn("webhook: record the reply receipt", "error", err)
+			log.WarnContext(ctx, "webhook: record the reply receipt", "error", err)
 		}
 	}
 	err = d.store.record(ctx, del, lease, res, body)
 	switch {
 	case errors.Is(err, errLeaseLost):
 		d.metrics.LeasesLost.Inc()
-		log.Warn("webhook: attempt outlived its lease; its outcome is not recorded", "outcome", res.attempt.Outcome)
+		log.WarnContext(ctx, "webhook: attempt outlived its lease; its outcome is not recorded", "outcome", res.attempt.Outcome)
 		return
 	case err != nil:
 		d.metrics.Errors.Inc()
-		log.Warn("webhook: record the attempt; the delivery is tried again when its lease runs out", "error", err)
+		log.WarnContext(ctx, "webhook: record the attempt; the delivery is tried again when its lease runs out", "error", err)
 		return
 	}
 	switch res.state {
 	case StateDelivered:
-		log.Debug("webhook delivered", "status", *res.attempt.HTTPStatus)
+		log.DebugContext(ctx, "webhook delivered", "status", *res.attempt.HTTPStatus)
 	case StateFailed:
 		d.metrics.GaveUp.WithLabelValues(res.deadCause).Inc()
-		log.Warn("webhook delivery gave up", "cause", res.deadCause, "error", res.attempt.Error)
+		log.WarnContext(ctx, "webhook delivery gave up", "cause", res.deadCause, "error", res.attempt.Error)
 	default:
 		d.armTimer(res.nextAt)
-		log.Info("webhook attempt failed; will retry", "error", res.attempt.Error, "next_attempt_at", res.nextAt)
+		log.InfoContext(ctx, "webhook attempt failed; will retry", "error", res.attempt.Error, "next_attempt_at", res.nextAt)
 	}
 }
 
@@ -374,6 +379,7 @@ func (d *Dispatcher) post(ctx context.Context, del Delivery, body []byte, now ti
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", d.cfg.UserAgent)
+	traceContext.Inject(ctx, propagation.HeaderCarrier(req.Header)) // the attempt's span
 	res, err := d.client.Do(req)
 	if err != nil {
 		return 0, 0, nil, err

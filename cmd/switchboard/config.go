@@ -13,6 +13,7 @@ import (
 
 	"github.com/switchboard-gw/switchboard/api"
 	"github.com/switchboard-gw/switchboard/gateway"
+	"github.com/switchboard-gw/switchboard/internal/tracelog"
 	"github.com/switchboard-gw/switchboard/webhook"
 )
 
@@ -337,9 +338,9 @@ func maskURL(raw string) string {
 func newLogger(out io.Writer, level slog.Level, format string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(out, opts))
+		return slog.New(tracelog.NewHandler(slog.NewJSONHandler(out, opts)))
 	}
-	return slog.New(slog.NewTextHandler(out, opts))
+	return slog.New(tracelog.NewHandler(slog.NewTextHandler(out, opts)))
 }
 
 // logFlags adds the log settings every subcommand shares.

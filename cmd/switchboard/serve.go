@@ -50,6 +50,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Writer) error {
 	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	logger.Info("starting switchboard", append(cfg.logAttrs(), "rules_only", rulesOnly)...)
+	tracing, err := startTracing(ctx, os.Getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer tracing.shutdown(logger) // last: after every worker that makes spans has stopped
 
 	if err := ensureDatabase(ctx, cfg.DatabaseURL, logger); err != nil {
 		return err
@@ -130,6 +135,7 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 		logger.Warn("webhooks are off: no SWITCHBOARD_WEBHOOK_SECRETS; requests with Reply-To are refused")
 	}
 
+	tracing.attach(gw, srv, dispatcher)
 	inner, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -1,5 +1,6 @@
 // Package amqpheader reads AMQP header values as clients in any language
-// send them. It is shared by the gateway and the responder SDK.
+// send them, and carries the W3C trace context in them. It is shared by
+// the gateway and the responder SDK.
 package amqpheader
 
 import (
