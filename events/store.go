@@ -80,14 +80,25 @@ func (s *Store) flush(ctx context.Context, in []Incoming) ([]Outcome, error) {
 	}
 	// The limit is checked against what was stored before this statement,
 	// so a request may overshoot it by the events of one batch.
+	//
+	// Each request's row is locked (in id order, like every batch that
+	// updates requests, so that batches cannot deadlock) before its events
+	// take their seq numbers: two batches holding events of one request
+	// commit one after the other, so a request's seq order is its commit
+	// order, and a stream that has read up to seq N can never later see a
+	// smaller one commit (which Last-Event-ID resumption relies on).
 	rows, err := s.pool.Query(ctx, `
 		WITH v AS (
 			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY
 				AS v(request_id, source, event_id, type, event, ord)),
+		locked AS (
+			SELECT r.id AS l_id FROM requests r
+			WHERE r.id IN (SELECT request_id FROM v)
+			ORDER BY r.id FOR NO KEY UPDATE),
 		ins AS (
 			INSERT INTO request_events (request_id, source, event_id, type, event)
 			SELECT v.request_id, v.source, v.event_id, v.type, v.event
-			FROM v JOIN requests r ON r.id = v.request_id
+			FROM v JOIN locked ON l_id = v.request_id
 			WHERE (SELECT count(*) FROM request_events e WHERE e.request_id = v.request_id) < $6
 			ORDER BY v.ord
 			ON CONFLICT (request_id, source, event_id) DO NOTHING
@@ -166,6 +177,11 @@ func (s *Store) classify(ctx context.Context, in []Incoming, idx []int, out []Ou
 func (s *Store) AppendAndPublish(ctx context.Context, in Incoming, routingKey string) (Stored, error) {
 	var st Stored
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Lock the request first, as flush does, so that its seq order is
+		// its commit order.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM requests WHERE id = $1 FOR NO KEY UPDATE`, [16]byte(in.RequestID)); err != nil {
+			return err
+		}
 		err := tx.QueryRow(ctx, `
 			INSERT INTO request_events (request_id, source, event_id, type, event)
 			SELECT $1, $2, $3, $4, $5

@@ -106,3 +106,44 @@ func TestConcurrentAppends(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, all, 200)
 }
+
+// Events of one request take their seq numbers in commit order: a batch
+// waits for another writer of the same request to commit before it numbers
+// its own. Otherwise a stream that has read up to seq N could later see a
+// smaller seq commit, and skip it (Last-Event-ID resumption is by seq).
+func TestSeqOrderIsCommitOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, reqs, hist := newStores(t, 100)
+	id := request(t, reqs)
+
+	// Another writer holds the request, as a concurrent batch would.
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `SELECT 1 FROM requests WHERE id = $1 FOR NO KEY UPDATE`, id)
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := hist.Append(ctx, event(t, id, "second"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the append did not wait for the other writer (err %v)", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	first := event(t, id, "first")
+	_, err = tx.Exec(ctx, `INSERT INTO request_events (request_id, source, event_id, type, event) VALUES ($1, $2, $3, $4, $5)`,
+		id, first.Source, first.ID, first.Type, first.Event)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-done)
+
+	all, err := hist.After(ctx, id, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+	require.Less(t, all[0].Seq, all[1].Seq)
+	require.Contains(t, string(all[0].Event), `"id":"first"`, "the first to commit has the smaller seq")
+}
