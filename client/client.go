@@ -99,6 +99,12 @@ type Record struct {
 	ReplyTo    *string         `json:"reply_to"`   // the webhook URL, if any
 	Request    json.RawMessage `json:"request"`    // the submitted body
 	Reply      *Reply          `json:"reply"`      // nil until there is one
+	// PickedUpAt is when a responder started on it (its request.received
+	// event, or at the latest its reply), Unix milliseconds; nil until then.
+	PickedUpAt *int64 `json:"picked_up_at"`
+	// Stalled says it is open and no responder picked it up within the
+	// gateway's stall time: it waits in a queue nobody reads.
+	Stalled bool `json:"stalled"`
 	// Delivery is the webhook delivery and its attempts, when the gateway
 	// includes it (null without Reply-To or before the request ends).
 	Delivery json.RawMessage `json:"delivery,omitempty"`

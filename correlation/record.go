@@ -13,6 +13,12 @@ type Record struct {
 	ReplyTo    *string         `json:"reply_to"`
 	Request    json.RawMessage `json:"request"`
 	Reply      *ReplyRecord    `json:"reply"`
+	// PickedUpAt is when a responder said it started (its request.received
+	// event), Unix milliseconds; null until one does.
+	PickedUpAt *int64 `json:"picked_up_at"`
+	// Stalled says the request is still open and nobody has picked it up
+	// within the gateway's stall time: it waits in a queue nobody reads.
+	Stalled bool `json:"stalled"`
 }
 
 // ReplyRecord is the JSON form of a stored reply.
@@ -36,6 +42,11 @@ func (r Request) Record() Record {
 	if r.ReplyTo != "" {
 		out.ReplyTo = &r.ReplyTo
 	}
+	if r.PickedUpAt != nil {
+		ms := r.PickedUpAt.UnixMilli()
+		out.PickedUpAt = &ms
+	}
+	out.Stalled = r.StalledAt != nil && r.PickedUpAt == nil && !r.Status.Terminal()
 	if r.Reply != nil {
 		out.Reply = &ReplyRecord{
 			MessageID:     r.Reply.MessageID,

@@ -74,8 +74,14 @@ type Request struct {
 	KeyID       uuid.UUID // the API key that submitted it; uuid.Nil: none
 	CreatedAt   time.Time
 	PublishedAt *time.Time
-	Attempts    int
-	Reply       *Reply
+	// PickedUpAt is when the gateway learnt that a responder started on
+	// it: its request.received event was stored while it was open, or at
+	// the latest its reply (nil: neither yet). StalledAt is when the
+	// sweeper flagged it as not picked up in time (nil: not flagged).
+	PickedUpAt *time.Time
+	StalledAt  *time.Time
+	Attempts   int
+	Reply      *Reply
 	// TraceParent and TraceState are the W3C trace context of the span
 	// that submitted the request (empty: none), kept so that whoever
 	// publishes it, and its webhook deliveries, continue that trace.

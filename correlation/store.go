@@ -65,7 +65,7 @@ func (s *Store) Ping(ctx context.Context) error {
 const requestColumns = `id, routing_key, status, time_ms, expires_at, coalesce(reply_to, ''), body, project_id, key_id,
 	created_at, published_at, publish_attempts,
 	reply_message_id, reply_correlation_id, reply_time_ms, reply_body, replied_at,
-	coalesce(traceparent, ''), coalesce(tracestate, '')`
+	coalesce(traceparent, ''), coalesce(tracestate, ''), picked_up_at, stalled_at`
 
 func scanRequest(row pgx.Row) (Request, error) {
 	var (
@@ -80,7 +80,7 @@ func scanRequest(row pgx.Row) (Request, error) {
 	err := row.Scan(&r.ID, &r.RoutingKey, &r.Status, &r.Time, &r.ExpiresAt, &r.ReplyTo, &r.Body, &r.ProjectID, &keyID,
 		&r.CreatedAt, &r.PublishedAt, &r.Attempts,
 		&replyMsgID, &replyCorr, &replyTime, &replyBody, &repliedAt,
-		&r.TraceParent, &r.TraceState)
+		&r.TraceParent, &r.TraceState, &r.PickedUpAt, &r.StalledAt)
 	if err != nil {
 		return Request{}, err
 	}
@@ -417,7 +417,9 @@ func (s *Store) flushReplies(ctx context.Context, in []replyRow) ([]*Request, er
 		u AS (
 			UPDATE requests
 			SET status = v_status, reply_message_id = v_msg, reply_correlation_id = v_corr,
-			    reply_time_ms = v_time, reply_body = v_body, replied_at = now(), updated_at = now()
+			    reply_time_ms = v_time, reply_body = v_body, replied_at = now(), updated_at = now(),
+			    -- a reply proves the pick-up, when no request.received came first
+			    picked_up_at = coalesce(picked_up_at, now())
 			FROM v, locked
 			WHERE id = v_id AND id = l_id AND status IN ('queued', 'pending') AND expires_at > now()
 			RETURNING `+requestColumns+`),
@@ -550,6 +552,38 @@ func (s *Store) expire(ctx context.Context, extraWhere string, args ...any) (int
 		s.hub.wake(id)
 	}
 	return len(ids), nil
+}
+
+// FlagStalled flags the pending requests published more than after ago
+// that no responder has picked up yet (no request.received event stored):
+// their records say "stalled": true until one does, and each gets one
+// request.stalled lifecycle event. It returns how many it flagged, at most
+// 1000 a call; concurrent sweepers on other instances skip the rows it
+// holds.
+func (s *Store) FlagStalled(ctx context.Context, after time.Duration) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `
+		WITH locked AS (
+			SELECT id AS l_id FROM requests
+			WHERE status = 'pending' AND picked_up_at IS NULL AND stalled_at IS NULL
+			  AND published_at < now() - $1::interval
+			ORDER BY id LIMIT 1000 FOR NO KEY UPDATE SKIP LOCKED),
+		u AS (
+			UPDATE requests SET stalled_at = now()
+			FROM locked WHERE id = l_id
+			RETURNING id, project_id, routing_key, status),
+		e AS (
+			INSERT INTO event_outbox (routing_key, body)
+			SELECT 'request.stalled.' || u.routing_key,
+			       switchboard_lifecycle_event(u.id, u.project_id, u.routing_key, u.status, 'stalled')
+			FROM u
+			WHERE coalesce(current_setting('switchboard.lifecycle_events', true), '') <> 'off'
+			ORDER BY u.id)
+		SELECT count(*) FROM u`, after).Scan(&n)
+	if err != nil {
+		return 0, dbErr("flag stalled requests", err)
+	}
+	return n, nil
 }
 
 // DBError wraps err with op, and marks failures to reach Postgres (as

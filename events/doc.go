@@ -3,3 +3,8 @@
 // history per request in Postgres, and live fan-out to HTTP subscribers
 // (Server-Sent Events).
 package events
+
+// TypeReceived is the type of the event a responder publishes when it
+// starts on a request (CONTRACT §8). Storing it sets the request's
+// picked_up_at.
+const TypeReceived = "request.received"

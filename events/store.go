@@ -92,7 +92,7 @@ func (s *Store) flush(ctx context.Context, in []Incoming) ([]Outcome, error) {
 			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY
 				AS v(request_id, source, event_id, type, event, ord)),
 		locked AS (
-			SELECT r.id AS l_id FROM requests r
+			SELECT r.id AS l_id, r.status AS l_status, r.picked_up_at AS l_picked_up_at FROM requests r
 			WHERE r.id IN (SELECT request_id FROM v)
 			ORDER BY r.id FOR NO KEY UPDATE),
 		ins AS (
@@ -102,13 +102,21 @@ func (s *Store) flush(ctx context.Context, in []Incoming) ([]Outcome, error) {
 			WHERE (SELECT count(*) FROM request_events e WHERE e.request_id = v.request_id) < $6
 			ORDER BY v.ord
 			ON CONFLICT (request_id, source, event_id) DO NOTHING
-			RETURNING request_id, source, event_id),
+			RETURNING request_id, source, event_id, type),
+		pu AS (
+			-- A responder started on an open request (a reply sets
+			-- picked_up_at itself: a terminal record never changes).
+			UPDATE requests SET picked_up_at = now()
+			FROM locked
+			WHERE id = l_id AND l_picked_up_at IS NULL AND l_status IN ('queued', 'pending')
+			  AND id IN (SELECT request_id FROM ins WHERE type = '`+TypeReceived+`')
+			RETURNING id),
 		n AS (
 			SELECT pg_notify('`+notifyChannel+`', string_agg(request_id::text, ','))
 			FROM (SELECT request_id, (row_number() OVER () - 1) / `+fmt.Sprint(notifyIDs)+` AS g
 			      FROM (SELECT DISTINCT request_id FROM ins) AS d) AS numbered
 			GROUP BY g)
-		SELECT request_id, source, event_id FROM ins, (SELECT count(*) FROM n) AS notified`,
+		SELECT request_id, source, event_id FROM ins, (SELECT count(*) FROM n) AS notified, (SELECT count(*) FROM pu) AS picked_up`,
 		ids, sources, eventIDs, types, bodies, s.limit)
 	if err != nil {
 		return nil, correlation.DBError("store events", err)

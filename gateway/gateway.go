@@ -79,6 +79,9 @@ type Config struct {
 	RelayBatch int
 	// SweepInterval is how often overdue requests are expired.
 	SweepInterval time.Duration
+	// StallAfter flags a published request that no responder has picked
+	// up (no request.received event) within it; 0 turns flagging off.
+	StallAfter time.Duration
 	// Retention is how long terminal requests and dead letters are kept.
 	Retention time.Duration
 	// PurgeInterval is how often expired-retention rows are removed, in
@@ -109,6 +112,7 @@ func DefaultConfig() Config {
 		RelayInterval:       2 * time.Second,
 		RelayBatch:          100,
 		SweepInterval:       time.Second,
+		StallAfter:          time.Minute,
 		Retention:           7 * 24 * time.Hour,
 		PurgeInterval:       time.Minute,
 		PurgeBatch:          1000,
@@ -142,6 +146,8 @@ func (c Config) Validate() error {
 		return errors.New("reply workers must be at least 1")
 	case c.ConfirmTimeout <= 0:
 		return errors.New("confirm timeout must be positive")
+	case c.StallAfter < 0:
+		return errors.New("stall time must be 0 (off) or more")
 	case c.RelayInterval <= 0 || c.SweepInterval <= 0:
 		return errors.New("relay and sweep intervals must be positive")
 	case c.RelayBatch < 1:
@@ -350,6 +356,23 @@ func replyLatency(rec *correlation.Request) time.Duration {
 	return max(rec.Reply.ReceivedAt.Sub(from), 0)
 }
 
+// flagStalled flags the requests nobody has picked up within StallAfter.
+func (g *Gateway) flagStalled(ctx context.Context) {
+	n, err := g.store.FlagStalled(ctx, g.cfg.StallAfter)
+	if err != nil {
+		if ctx.Err() == nil {
+			g.logger.Warn("stall sweep", "error", err)
+		}
+		return
+	}
+	if n > 0 {
+		g.metrics.Stalled.Add(float64(n))
+		g.wakeEvents() // request.stalled
+		g.logger.Warn("requests not picked up by any responder; flagged stalled",
+			"count", n, "after", g.cfg.StallAfter.String())
+	}
+}
+
 // WakeRelay makes the event relay look for events to publish now.
 func (g *Gateway) WakeRelay() { g.wakeEvents() }
 
@@ -484,6 +507,9 @@ func (g *Gateway) runSweeper(ctx context.Context) {
 			g.metrics.Expired.Add(float64(n))
 			g.wakeEvents() // request.expired
 			g.logger.Info("expired overdue requests", "count", n)
+		}
+		if g.cfg.StallAfter > 0 {
+			g.flagStalled(ctx)
 		}
 	}
 }

@@ -13,6 +13,7 @@ type Metrics struct {
 	DeadLetters      *prometheus.CounterVec
 	DeadLetterErrors prometheus.Counter
 	Expired          prometheus.Counter
+	Stalled          prometheus.Counter
 	Reconnects       prometheus.Counter
 	Purged           prometheus.Counter
 	Receipts         *prometheus.CounterVec
@@ -49,6 +50,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchboard_dead_letter_store_errors_total", Help: "Dead-lettered messages Postgres refused to record, even as a minimal record; each stays on the dead-letter queue."}),
 		Expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_requests_expired_total", Help: "Requests expired by the sweeper."}),
+		Stalled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_requests_stalled_total", Help: "Requests flagged stalled: published, still open, and not picked up by a responder (no request.received event) within SWITCHBOARD_STALL_AFTER."}),
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_broker_reconnects_total", Help: "Broker reconnect attempts."}),
 		Purged: prometheus.NewCounter(prometheus.CounterOpts{
@@ -65,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.RequestsAccepted, m.Publishes, m.RelayPublishes, m.ConfirmSeconds,
-			m.Replies, m.ReplyLatency, m.DeadLetters, m.DeadLetterErrors, m.Expired, m.Reconnects, m.Purged,
+			m.Replies, m.ReplyLatency, m.DeadLetters, m.DeadLetterErrors, m.Expired, m.Stalled, m.Reconnects, m.Purged,
 			m.Receipts, m.ReceiptErrors, m.Events)
 	}
 	return m

@@ -42,6 +42,16 @@ func Progress(ctx context.Context, fraction float64, message string) error {
 	return PublishEvent(ctx, "progress", progressData{State: "running", Progress: min(max(fraction, 0), 1), Message: message})
 }
 
+// TypeReceived is the type of the event a responder publishes as it starts
+// on a request (CONTRACT §8), routing key request.received.<routing key>.
+// The gateway sets the request's picked_up_at when it stores it.
+const TypeReceived = "request.received"
+
+// receivedData is the data of a request.received event.
+type receivedData struct {
+	Queue string `json:"queue,omitempty"` // the queue the request was taken from
+}
+
 // progressData is the data of a progress event (CONTRACT §5).
 type progressData struct {
 	State    string  `json:"state"`

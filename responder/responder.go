@@ -71,7 +71,12 @@ type Config struct {
 	// EventsExchange is the topic exchange Progress and PublishEvent
 	// publish to, default switchboard.events.
 	EventsExchange string
-	Logger         *slog.Logger
+	// NoReceivedEvents stops the responder from publishing a
+	// request.received event (TypeReceived) as it starts on each request.
+	// The event sets the record's picked_up_at, and keeps a request that
+	// is being worked on from being flagged stalled (SWITCHBOARD_STALL_AFTER).
+	NoReceivedEvents bool
+	Logger           *slog.Logger
 	// TracerProvider traces each request handled with a consumer span that
 	// continues the request's trace (its traceparent header); the
 	// Handler's ctx carries it, so the service's own spans nest under it,
@@ -263,6 +268,14 @@ func (r *Responder) handle(ctx context.Context, out *replier, events *eventPubli
 		return
 	}
 
+	if !r.cfg.NoReceivedEvents {
+		// Announce the pick-up, so the record shows picked_up_at and not
+		// stalled. Best effort: a request is handled even when the broker
+		// does not confirm the announcement.
+		if err := PublishEvent(hctx, TypeReceived, receivedData{Queue: r.cfg.Queue}); err != nil {
+			log.WarnContext(hctx, "request.received not published", "error", err)
+		}
+	}
 	reply, status := r.call(hctx, req)
 	if status == "error" {
 		span.SetStatus(codes.Error, "the handler failed")

@@ -167,6 +167,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.dur(&c.API.MaxWait, "max-wait", "SWITCHBOARD_MAX_WAIT", c.API.MaxWait, "cap on long-poll ?wait= and Prefer: wait=")
 	f.dur(&c.Gateway.ConfirmTimeout, "confirm-timeout", "SWITCHBOARD_CONFIRM_TIMEOUT", c.Gateway.ConfirmTimeout, "wait for a publisher confirm before leaving a request to the outbox relay")
 	f.dur(&c.Gateway.SweepInterval, "sweep-interval", "SWITCHBOARD_SWEEP_INTERVAL", c.Gateway.SweepInterval, "how often overdue requests are expired")
+	f.dur(&c.Gateway.StallAfter, "stall-after", "SWITCHBOARD_STALL_AFTER", c.Gateway.StallAfter, "flag a published request no responder has picked up (request.received) within this; 0: off")
 	f.int(&c.Gateway.Prefetch, "prefetch", "SWITCHBOARD_PREFETCH", c.Gateway.Prefetch, "unacked replies held at once, and stored concurrently")
 	f.int(&c.DBMaxConns, "db-max-conns", "SWITCHBOARD_DB_MAX_CONNS", 20, "Postgres pool size")
 	f.int(&c.MaxConnections, "max-connections", "SWITCHBOARD_MAX_CONNECTIONS", 0, "client connections held at once; 0: the open-file limit less 256 kept for Postgres and the broker")

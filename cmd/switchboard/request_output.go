@@ -33,6 +33,13 @@ func (c cliIO) showRecord(rec *client.Record, waited time.Duration) {
 	fmt.Fprintf(tw, "routing key:\t%s\n", rec.RoutingKey)
 	fmt.Fprintf(tw, "created:\t%s\n", formatMillis(rec.Time))
 	switch {
+	case rec.PickedUpAt != nil:
+		fmt.Fprintf(tw, "picked up:\t%s (%s after creation)\n", formatMillis(*rec.PickedUpAt),
+			formatDuration(time.UnixMilli(*rec.PickedUpAt).Sub(created)))
+	case rec.Stalled:
+		fmt.Fprintf(tw, "picked up:\tnot yet: stalled, no responder has started on it\n")
+	}
+	switch {
 	case rec.Reply != nil:
 		fmt.Fprintf(tw, "replied:\t%s (%s after creation)\n", formatMillis(rec.Reply.Time),
 			formatDuration(time.UnixMilli(rec.Reply.Time).Sub(created)))
