@@ -13,8 +13,8 @@ type Record struct {
 	ReplyTo    *string         `json:"reply_to"`
 	Request    json.RawMessage `json:"request"`
 	Reply      *ReplyRecord    `json:"reply"`
-	// PickedUpAt is when a responder said it started (its request.received
-	// event), Unix milliseconds; null until one does.
+	// PickedUpAt is when a responder started on it (its request.received
+	// event, or at the latest its reply), Unix milliseconds; null until then.
 	PickedUpAt *int64 `json:"picked_up_at"`
 	// Stalled says the request is still open and nobody has picked it up
 	// within the gateway's stall time: it waits in a queue nobody reads.

@@ -74,9 +74,9 @@ type Request struct {
 	KeyID       uuid.UUID // the API key that submitted it; uuid.Nil: none
 	CreatedAt   time.Time
 	PublishedAt *time.Time
-	// PickedUpAt is when the gateway learnt that a responder started on
-	// it: its request.received event was stored while it was open, or at
-	// the latest its reply (nil: neither yet). StalledAt is when the
+	// PickedUpAt is when a responder started on it: the time of its
+	// request.received event, stored while it was open, or at the latest
+	// its reply (nil: neither yet). StalledAt is when the
 	// sweeper flagged it as not picked up in time (nil: not flagged).
 	PickedUpAt *time.Time
 	StalledAt  *time.Time

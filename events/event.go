@@ -38,7 +38,8 @@ type Incoming struct {
 	Source    string
 	ID        string
 	Type      string
-	Event     []byte // the structured-mode CloudEvent JSON, as stored and served
+	Event     []byte    // the structured-mode CloudEvent JSON, as stored and served
+	Time      time.Time // its time attribute; zero when it has none
 }
 
 // Properties are the AMQP message properties an event may lean on when its
@@ -93,7 +94,7 @@ func FromMessage(body []byte, p Properties) (in Incoming, ok bool, err error) {
 			return Incoming{}, false, err
 		}
 		id, ok := requestOf(ce.CorrelationID, ce.Subject, p.CorrelationID)
-		return Incoming{RequestID: id, Source: ce.Source, ID: ce.ID, Type: ce.Type, Event: body}, ok, nil
+		return Incoming{RequestID: id, Source: ce.Source, ID: ce.ID, Type: ce.Type, Event: body, Time: ce.Time}, ok, nil
 	}
 	return fromPlainMessage(body, p)
 }
@@ -135,7 +136,7 @@ func New(id uuid.UUID, ev CloudEvent) (Incoming, bool, error) {
 	if err != nil {
 		return Incoming{}, false, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return Incoming{RequestID: id, Source: ev.Source, ID: ev.ID, Type: ev.Type, Event: body}, true, nil
+	return Incoming{RequestID: id, Source: ev.Source, ID: ev.ID, Type: ev.Type, Event: body, Time: ev.Time}, true, nil
 }
 
 // Parse reads a structured-mode CloudEvent and checks its required

@@ -75,8 +75,12 @@ func (s *Store) flush(ctx context.Context, in []Incoming) ([]Outcome, error) {
 	ids := make([][16]byte, n)
 	sources, eventIDs, types := make([]string, n), make([]string, n), make([]string, n)
 	bodies := make([][]byte, n)
+	times := make([]*time.Time, n)
 	for i, e := range in {
 		ids[i], sources[i], eventIDs[i], types[i], bodies[i] = e.RequestID, e.Source, e.ID, e.Type, e.Event
+		if !e.Time.IsZero() {
+			times[i] = &in[i].Time
+		}
 	}
 	// The limit is checked against what was stored before this statement,
 	// so a request may overshoot it by the events of one batch.
@@ -89,8 +93,8 @@ func (s *Store) flush(ctx context.Context, in []Incoming) ([]Outcome, error) {
 	// smaller one commit (which Last-Event-ID resumption relies on).
 	rows, err := s.pool.Query(ctx, `
 		WITH v AS (
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY
-				AS v(request_id, source, event_id, type, event, ord)),
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $7::timestamptz[]) WITH ORDINALITY
+				AS v(request_id, source, event_id, type, event, at, ord)),
 		locked AS (
 			SELECT r.id AS l_id, r.status AS l_status, r.picked_up_at AS l_picked_up_at FROM requests r
 			WHERE r.id IN (SELECT request_id FROM v)
@@ -103,13 +107,19 @@ func (s *Store) flush(ctx context.Context, in []Incoming) ([]Outcome, error) {
 			ORDER BY v.ord
 			ON CONFLICT (request_id, source, event_id) DO NOTHING
 			RETURNING request_id, source, event_id, type),
+		received AS (
+			-- When a responder started: the event's time (its own clock,
+			-- kept between the request's creation and now), else now.
+			SELECT ins.request_id AS r_id, min(v.at) AS r_at
+			FROM ins JOIN v USING (request_id, source, event_id)
+			WHERE ins.type = '`+TypeReceived+`'
+			GROUP BY ins.request_id),
 		pu AS (
 			-- A responder started on an open request (a reply sets
 			-- picked_up_at itself: a terminal record never changes).
-			UPDATE requests SET picked_up_at = now()
-			FROM locked
-			WHERE id = l_id AND l_picked_up_at IS NULL AND l_status IN ('queued', 'pending')
-			  AND id IN (SELECT request_id FROM ins WHERE type = '`+TypeReceived+`')
+			UPDATE requests SET picked_up_at = least(greatest(coalesce(r_at, now()), created_at), now())
+			FROM locked, received
+			WHERE id = l_id AND id = r_id AND l_picked_up_at IS NULL AND l_status IN ('queued', 'pending')
 			RETURNING id),
 		n AS (
 			SELECT pg_notify('`+notifyChannel+`', string_agg(request_id::text, ','))
@@ -117,7 +127,7 @@ func (s *Store) flush(ctx context.Context, in []Incoming) ([]Outcome, error) {
 			      FROM (SELECT DISTINCT request_id FROM ins) AS d) AS numbered
 			GROUP BY g)
 		SELECT request_id, source, event_id FROM ins, (SELECT count(*) FROM n) AS notified, (SELECT count(*) FROM pu) AS picked_up`,
-		ids, sources, eventIDs, types, bodies, s.limit)
+		ids, sources, eventIDs, types, bodies, s.limit, times)
 	if err != nil {
 		return nil, correlation.DBError("store events", err)
 	}

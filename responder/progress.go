@@ -47,6 +47,10 @@ func Progress(ctx context.Context, fraction float64, message string) error {
 // The gateway sets the request's picked_up_at when it stores it.
 const TypeReceived = "request.received"
 
+// DefaultReceivedAfter is how long a handler runs before the responder
+// announces the request as picked up (Config.ReceivedAfter).
+const DefaultReceivedAfter = 250 * time.Millisecond
+
 // receivedData is the data of a request.received event.
 type receivedData struct {
 	Queue string `json:"queue,omitempty"` // the queue the request was taken from
@@ -68,6 +72,11 @@ type progressData struct {
 // and PublishEvent returns once the broker has confirmed it. ctx must be
 // the Handler's (or derived from it); otherwise it returns ErrNoRequest.
 func PublishEvent(ctx context.Context, typ string, data any) error {
+	return publishEvent(ctx, typ, data, time.Now())
+}
+
+// publishEvent is PublishEvent of an event whose time is at.
+func publishEvent(ctx context.Context, typ string, data any, at time.Time) error {
 	if typ == "" || strings.ContainsAny(typ, "*#") || strings.HasPrefix(typ, ".") || strings.HasSuffix(typ, ".") {
 		return fmt.Errorf("event type %q must be dot-separated words without * or #", typ)
 	}
@@ -82,9 +91,8 @@ func PublishEvent(ctx context.Context, typ string, data any) error {
 	if len(key) > maxRoutingKey {
 		return fmt.Errorf("routing key %q is longer than %d bytes", key, maxRoutingKey)
 	}
-	now := time.Now()
 	id := uuid.NewString()
-	body, err := buildProjectEvent(id, typ, h.source, h.req.ID, h.req.Project, data, now)
+	body, err := buildProjectEvent(id, typ, h.source, h.req.ID, h.req.Project, data, at)
 	if err != nil {
 		return err
 	}
@@ -94,7 +102,7 @@ func PublishEvent(ctx context.Context, typ string, data any) error {
 		DeliveryMode:  amqp.Persistent,
 		CorrelationId: h.req.ID,
 		MessageId:     id,
-		Timestamp:     now,
+		Timestamp:     at,
 		Type:          typ,
 		AppId:         h.appID,
 		Body:          body,

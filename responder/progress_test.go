@@ -266,3 +266,78 @@ func startResponder(t *testing.T, cfg Config, h Handler) {
 		t.Fatalf("responder on %s never became ready", cfg.Queue)
 	}
 }
+
+// A handler still at work after ReceivedAfter has its request announced as
+// picked up, once, timed when it started; one that answers sooner sends no
+// announcement (its reply says it was picked up).
+func TestReceivedAnnouncesSlowHandlersOnly(t *testing.T) {
+	t.Parallel()
+	url := testsvc.AMQPURL(t)
+	names := testsvc.BrokerNames(t)
+
+	conn, err := amqp.Dial(url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, ch.ExchangeDeclare(names.EventsExchange, "topic", true, false, false, false, nil))
+	events, err := ch.QueueDeclare("", false, true, true, false, nil)
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(events.Name, TypeReceived+".#", names.EventsExchange, false, nil))
+	replies, err := ch.QueueDeclare("", false, true, true, false, nil)
+	require.NoError(t, err)
+
+	const after = 200 * time.Millisecond
+	started := make(chan time.Time, 2)
+	startResponder(t, Config{
+		AMQPURL: url, Exchange: names.Exchange, Queue: names.Queue("svc"), Patterns: []string{"job.#"},
+		EventsExchange: names.EventsExchange, AppID: "received test", Concurrency: 2, ReceivedAfter: after,
+	}, func(ctx context.Context, req Request) (any, error) {
+		started <- time.Now()
+		if req.RoutingKey == "job.slow" {
+			time.Sleep(3 * after)
+		}
+		return map[string]bool{"ok": true}, nil
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	slow, fast := uuid.NewString(), uuid.NewString()
+	for key, id := range map[string]string{"job.slow": slow, "job.fast": fast} {
+		require.NoError(t, ch.PublishWithContext(ctx, names.Exchange, key, true, false, amqp.Publishing{
+			MessageId: id, ReplyTo: replies.Name, ContentType: "application/json", Body: []byte(`{}`),
+		}))
+	}
+	replyDeliveries, err := ch.Consume(replies.Name, "", true, true, false, false, nil)
+	require.NoError(t, err)
+	for range 2 {
+		select {
+		case <-replyDeliveries:
+		case <-ctx.Done():
+			t.Fatal("not every request was answered")
+		}
+	}
+	first, second := <-started, <-started
+	earliest := min(first.UnixNano(), second.UnixNano())
+
+	eventDeliveries, err := ch.Consume(events.Name, "", true, true, false, false, nil)
+	require.NoError(t, err)
+	select {
+	case d := <-eventDeliveries:
+		require.Equal(t, slow, d.CorrelationId, "only the slow handler's request is announced")
+		require.Equal(t, TypeReceived+".job.slow", d.RoutingKey)
+		var ev cloudEvent
+		require.NoError(t, json.Unmarshal(d.Body, &ev))
+		require.Equal(t, TypeReceived, ev.Type)
+		require.Equal(t, slow, ev.CorrelationID)
+		require.GreaterOrEqual(t, ev.Time.UnixNano(), earliest-int64(time.Millisecond))
+		require.Less(t, ev.Time.UnixNano(), earliest+int64(after), "timed when the handler started, not when announced")
+	case <-ctx.Done():
+		t.Fatal("the slow handler's request was not announced")
+	}
+	select {
+	case d := <-eventDeliveries:
+		t.Fatalf("one announcement too many: %s", d.Body)
+	case <-time.After(2 * after):
+	}
+}

@@ -71,10 +71,15 @@ type Config struct {
 	// EventsExchange is the topic exchange Progress and PublishEvent
 	// publish to, default switchboard.events.
 	EventsExchange string
-	// NoReceivedEvents stops the responder from publishing a
-	// request.received event (TypeReceived) as it starts on each request.
-	// The event sets the record's picked_up_at, and keeps a request that
-	// is being worked on from being flagged stalled (SWITCHBOARD_STALL_AFTER).
+	// ReceivedAfter is how long a handler runs before the responder
+	// publishes a request.received event (TypeReceived) about its request,
+	// timed when the handler started. The event sets the record's
+	// picked_up_at and keeps a request that is being worked on from being
+	// flagged stalled (SWITCHBOARD_STALL_AFTER); a request answered sooner
+	// needs none, as its reply sets picked_up_at, so fast handlers publish
+	// no extra message. 0: DefaultReceivedAfter (250 ms); negative: at once.
+	ReceivedAfter time.Duration
+	// NoReceivedEvents stops request.received events altogether.
 	NoReceivedEvents bool
 	Logger           *slog.Logger
 	// TracerProvider traces each request handled with a consumer span that
@@ -92,6 +97,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Exchange == "" {
 		c.Exchange = "switchboard.requests"
+	}
+	if c.ReceivedAfter == 0 {
+		c.ReceivedAfter = DefaultReceivedAfter
 	}
 	if c.EventsExchange == "" {
 		c.EventsExchange = "switchboard.events"
@@ -268,15 +276,20 @@ func (r *Responder) handle(ctx context.Context, out *replier, events *eventPubli
 		return
 	}
 
+	stopAnnounce := func() bool { return false }
 	if !r.cfg.NoReceivedEvents {
-		// Announce the pick-up, so the record shows picked_up_at and not
-		// stalled. Best effort: a request is handled even when the broker
-		// does not confirm the announcement.
-		if err := PublishEvent(hctx, TypeReceived, receivedData{Queue: r.cfg.Queue}); err != nil {
-			log.WarnContext(hctx, "request.received not published", "error", err)
-		}
+		// Announce the pick-up if the handler is still at work by then, so
+		// the record shows picked_up_at and not stalled. Best effort: the
+		// request is handled whether or not the broker confirms it.
+		started := time.Now()
+		stopAnnounce = time.AfterFunc(max(r.cfg.ReceivedAfter, 0), func() {
+			if err := publishEvent(hctx, TypeReceived, receivedData{Queue: r.cfg.Queue}, started); err != nil {
+				log.WarnContext(hctx, "request.received not published", "error", err)
+			}
+		}).Stop
 	}
 	reply, status := r.call(hctx, req)
+	stopAnnounce() // answered in time: the reply says it was picked up
 	if status == "error" {
 		span.SetStatus(codes.Error, "the handler failed")
 	}
