@@ -66,7 +66,7 @@ func subcommand(group, usage string, args []string, stdout, stderr io.Writer, cm
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown %s command %q", group, args[0])
+	return fmt.Errorf("%w: unknown %s command %q", errUsage, group, args[0])
 }
 
 // stringList is a repeatable flag.

@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+		return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return nil // -h printed the flags: that is success

@@ -59,7 +59,7 @@ flags:
 
 // Exit statuses of request and get (see requestUsage).
 const (
-	exitFailure   = 1 // and any error of the other commands
+	exitFailure   = 1 // and any error of the other commands but a usage error
 	exitUsage     = 2
 	exitNoReply   = 3
 	exitWaitedOut = 4
@@ -83,6 +83,9 @@ func exitStatus(stderr io.Writer, err error) int {
 		return ec.code
 	}
 	fmt.Fprintln(stderr, "switchboard:", err)
+	if errors.Is(err, errUsage) {
+		return exitUsage // every command's usage errors, not only request's
+	}
 	return exitFailure
 }
 

@@ -426,6 +426,8 @@ func TestCLIExitStatusOfTheBinary(t *testing.T) {
 		{[]string{"get", "nope"}, exitUsage, `"nope" is not a request id`},
 		{[]string{"request", "/a/b", "-d", "{"}, exitUsage, "is not JSON"},
 		{[]string{"get", "--url", "http://127.0.0.1:1", uuid.NewString()}, exitFailure, "cannot reach the gateway at http://127.0.0.1:1"},
+		{[]string{"keys", "frobnicate"}, exitUsage, `unknown keys command "frobnicate"`},
+		{[]string{"no-such-command"}, exitUsage, "unknown command"},
 	} {
 		cmd := exec.Command(os.Args[0], tc.args...)
 		cmd.Env = append(os.Environ(), "SWITCHBOARD_TEST_AS_BINARY=1")

@@ -88,5 +88,6 @@ rules:
 
 	var stdout, stderr bytes.Buffer
 	err = run(context.Background(), []string{"rules", "frobnicate"}, func(string) string { return "" }, &stdout, &stderr)
-	require.EqualError(t, err, `unknown rules command "frobnicate"`)
+	require.ErrorIs(t, err, errUsage)
+	require.EqualError(t, err, `usage: unknown rules command "frobnicate"`)
 }
