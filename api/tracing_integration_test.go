@@ -280,3 +280,29 @@ func TestRequestLogLinesCarryTheTraceID(t *testing.T) {
 
 	require.NotContains(t, logs.String(), "s3cr3t", "request bodies are never logged")
 }
+
+// A reply from a responder that sends no traceparent starts a trace of its
+// own; the gateway's span storing it links to the span that submitted the
+// request, so the two traces are joined.
+func TestReplyWithoutTraceIsLinkedToTheRequest(t *testing.T) {
+	t.Parallel()
+	gw := newRecorder(t)
+	b := setup(t, options{tracing: gw.tp})
+	b.bindQueue(t, "untraced", "untraced.#")
+
+	res := b.do(t, "POST", "/untraced/run", with(jsonCT, "traceparent", clientParent), `{}`)
+	require.Equal(t, 202, res.status, "body: %s", res.body)
+	id := res.header.Get("Message-ID")
+	server := gw.span(t, "POST /*")
+
+	b.reply(t, id, `{"ok": true}`, nil) // no traceparent header
+	rec := b.do(t, "GET", "/v1/requests/"+id+"?wait=10", nil, "").json(t)
+	require.Equal(t, "replied", rec["status"])
+
+	reply := gw.span(t, "process "+b.names.ReplyQueue)
+	require.NotEqual(t, clientTraceID, reply.SpanContext().TraceID().String(), "a trace of its own")
+	require.Len(t, reply.Links(), 1)
+	link := reply.Links()[0].SpanContext
+	require.Equal(t, clientTraceID, link.TraceID().String())
+	require.Equal(t, server.SpanContext().SpanID(), link.SpanID(), "linked to the submit's span")
+}

@@ -330,6 +330,7 @@ func (g *Gateway) StoreReply(ctx context.Context, in correlation.IncomingReply) 
 	g.metrics.Replies.WithLabelValues(in.Source, string(outcome)).Inc()
 	if outcome == correlation.OutcomeStored {
 		g.metrics.ReplyLatency.Observe(replyLatency(rec).Seconds())
+		linkToRequest(ctx, *rec)
 		g.wakeEvents() // request.replied or request.failed
 	}
 	switch outcome {

@@ -75,6 +75,21 @@ func (g *Gateway) publishRequest(ctx context.Context, r correlation.Request, now
 	return err
 }
 
+// linkToRequest links the span in ctx (the one storing a reply) to the
+// span that submitted r, when the reply did not carry r's trace itself (a
+// responder that sends no traceparent): the reply's trace then starts on
+// its own, and the link joins the two.
+func linkToRequest(ctx context.Context, r correlation.Request) {
+	span := trace.SpanFromContext(ctx)
+	submit := trace.SpanContextFromContext(requestContext(context.Background(), r))
+	if !span.IsRecording() || !submit.IsValid() || span.SpanContext().TraceID() == submit.TraceID() {
+		return
+	}
+	span.AddLink(trace.Link{SpanContext: submit, Attributes: []attribute.KeyValue{
+		attribute.String("switchboard.link", "request"),
+	}})
+}
+
 // startReplySpan starts the consumer span of a reply taken from the reply
 // queue: a child of the trace context the responder sent with it (the
 // responder SDK sends its handler's span), or a new trace when it sent none.
