@@ -91,7 +91,9 @@ func TestThreeInstancesOneStoppedMidRun(t *testing.T) {
 	dbURL := testsvc.Database(t)
 	amqpURL := testsvc.AMQPURL(t)
 	names := testsvc.BrokerNames(t)
-	e := append(env(dbURL, amqpURL, names), "SWITCHBOARD_SHUTDOWN_DELAY=500ms")
+	// The delay covers the balancer's 50 ms checks with room for a loaded
+	// CI host, where one check can take most of a second.
+	e := append(env(dbURL, amqpURL, names), "SWITCHBOARD_SHUTDOWN_DELAY=2s")
 
 	gws := []*proc{start(t, e, "serve"), start(t, e, "serve"), start(t, e, "serve")}
 	lb := &balancer{ready: map[string]bool{}}
