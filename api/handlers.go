@@ -245,7 +245,8 @@ func (s *Server) getReply(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Request-Status", string(rec.Status))
 	switch rec.Status {
-	case correlation.StatusReplied, correlation.StatusFailed:
+	case correlation.StatusReplied, correlation.StatusFailed, correlation.StatusPartial:
+		// A gather's first reply; the record lists them all.
 		h["Message-ID"] = []string{rec.Reply.MessageID}
 		h["Correlation-ID"] = []string{rec.Reply.CorrelationID}
 		h.Set("Time", strconv.FormatInt(rec.Reply.Time, 10))
