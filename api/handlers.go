@@ -106,6 +106,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
+	expect, p := parseExpectReplies(strings.Join(r.Header.Values("Expect-Replies"), ","))
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
 	webhook, p := parseWebhook(r.Header.Get("Reply-To"))
 	if p == nil {
 		p = s.checkReplyTo(webhook)
@@ -148,6 +153,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		Body:       body,
 		ProjectID:  who.ProjectID,
 		KeyID:      who.KeyID,
+
+		ExpectReplies: expect,
 	})
 	if err != nil {
 		writeError(w, err)
@@ -304,6 +311,11 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, errInvalidHeader("Reply-Status must be ok or error"))
 		return
 	}
+	from := strings.TrimSpace(r.Header.Get("Reply-From"))
+	if len(from) > 255 || !utf8.ValidString(from) {
+		writeProblem(w, errInvalidHeader("Reply-From must be valid UTF-8 of at most 255 bytes"))
+		return
+	}
 	body, p := s.readJSONBody(w, r)
 	if p != nil {
 		writeProblem(w, p)
@@ -334,6 +346,7 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 	outcome, err := s.gw.StoreReply(r.Context(), correlation.IncomingReply{
 		CorrelationID: corr,
 		MessageID:     msgID.String(),
+		From:          from,
 		Time:          stamp,
 		Body:          body,
 		Failed:        status == "error",

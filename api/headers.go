@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/switchboard-gw/switchboard/correlation"
 )
 
 // Limits on routing paths (CONTRACT §1).
@@ -170,4 +172,23 @@ func waitSeconds(n int, max time.Duration) time.Duration {
 		return max
 	}
 	return time.Duration(n) * time.Second
+}
+
+// parseExpectReplies reads an optional Expect-Replies header: a whole
+// number from 1 to 100 (how many distinct responders' replies to gather),
+// or "all" (every reply until the deadline). Absent is 1.
+func parseExpectReplies(v string) (int, *Problem) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 1, nil
+	}
+	if strings.EqualFold(v, "all") {
+		return correlation.ExpectAll, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > correlation.MaxExpectReplies {
+		return 0, errInvalidHeader("Expect-Replies must be a whole number from 1 to " +
+			strconv.Itoa(correlation.MaxExpectReplies) + ", or all")
+	}
+	return n, nil
 }

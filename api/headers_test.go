@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchboard-gw/switchboard/correlation"
 )
 
 func TestRoutingKey(t *testing.T) {
@@ -206,5 +208,40 @@ func TestJSONDepth(t *testing.T) {
 		`{"a": "\\", "b": [{}]}`:   3,
 	} {
 		require.Equal(t, want, jsonDepth([]byte(body)), body)
+	}
+}
+
+func TestParseExpectReplies(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"", 1, true},
+		{"1", 1, true},
+		{" 3 ", 3, true},
+		{"100", 100, true},
+		{"all", correlation.ExpectAll, true},
+		{"ALL", correlation.ExpectAll, true},
+		{"0", 0, false},
+		{"101", 0, false},
+		{"-1", 0, false},
+		{"+2", 2, true}, // strconv.Atoi's reading; harmless
+		{"2.5", 0, false},
+		{"two", 0, false},
+		{"all; window=5", 0, false},
+		{"3,4", 0, false},
+		{"99999999999999999999", 0, false},
+	}
+	for _, c := range cases {
+		got, p := parseExpectReplies(c.in)
+		if !c.ok {
+			require.NotNil(t, p, "%q", c.in)
+			require.Equal(t, 400, p.Status, "%q", c.in)
+			continue
+		}
+		require.Nil(t, p, "%q", c.in)
+		require.Equal(t, c.want, got, "%q", c.in)
 	}
 }

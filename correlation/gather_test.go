@@ -103,6 +103,9 @@ func TestGatherPartialExpiryAndPurge(t *testing.T) {
 	r, err := s.Get(ctx, some.ID)
 	require.NoError(t, err)
 	require.Len(t, r.Replies, 1)
+	rec := r.Record()
+	require.Equal(t, 3, *rec.RepliesExpected)
+	require.Len(t, rec.Replies, 1)
 
 	_, err = pool.Exec(ctx, `UPDATE requests SET updated_at = now() - interval '2 hours'`)
 	require.NoError(t, err)
