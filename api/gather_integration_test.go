@@ -10,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchboard-gw/switchboard/api"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/responder"
 	"github.com/switchboard-gw/switchboard/webhook"
@@ -346,4 +347,28 @@ func TestExpectRepliesRefused(t *testing.T) {
 		requireProblem(t, res, 400, "invalid-header")
 	}
 	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM requests`), "nothing is written")
+}
+
+// A route-level default applies to requests that send no Expect-Replies;
+// the header overrides it.
+func TestGatherRouteDefault(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{apiCfg: func(c *api.Config) {
+		c.ExpectReplies = []api.RouteExpect{{Pattern: "survey.#", N: 2}}
+	}})
+	b.bindQueue(t, "silent", "survey.#", "other.#")
+	for _, tc := range []struct {
+		path   string
+		header []string
+		want   any
+	}{
+		{"/survey/run", nil, 2.0},
+		{"/survey/run", []string{"Expect-Replies", "1"}, 1.0},
+		{"/survey/run", []string{"Expect-Replies", "all"}, nil},
+		{"/other/run", nil, 1.0},
+	} {
+		res := b.do(t, "POST", tc.path, with(jsonCT, tc.header...), `{}`)
+		require.Equal(t, 202, res.status, "body: %s", res.body)
+		require.Equal(t, tc.want, res.json(t)["replies_expected"], "%s %v", tc.path, tc.header)
+	}
 }

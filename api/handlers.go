@@ -106,10 +106,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	expect, p := parseExpectReplies(strings.Join(r.Header.Values("Expect-Replies"), ","))
-	if p != nil {
-		writeProblem(w, p)
-		return
+	// Without the header (or with an empty one), the route's default.
+	expect := defaultExpect(s.cfg.ExpectReplies, key)
+	if v := strings.Join(r.Header.Values("Expect-Replies"), ","); strings.TrimSpace(v) != "" {
+		expect, p = parseExpectReplies(v)
+		if p != nil {
+			writeProblem(w, p)
+			return
+		}
 	}
 	webhook, p := parseWebhook(r.Header.Get("Reply-To"))
 	if p == nil {

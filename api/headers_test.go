@@ -245,3 +245,26 @@ func TestParseExpectReplies(t *testing.T) {
 		require.Equal(t, c.want, got, "%q", c.in)
 	}
 }
+
+func TestParseRouteExpect(t *testing.T) {
+	t.Parallel()
+	routes, err := ParseRouteExpect(" survey.#=3 ,census.*=ALL,, survey.big=5")
+	require.NoError(t, err)
+	require.Equal(t, []RouteExpect{{"survey.#", 3}, {"census.*", correlation.ExpectAll}, {"survey.big", 5}}, routes)
+	require.Equal(t, 3, defaultExpect(routes, "survey.big"), "the first match wins")
+	require.Equal(t, 3, defaultExpect(routes, "survey"))
+	require.Equal(t, correlation.ExpectAll, defaultExpect(routes, "census.run"))
+	require.Equal(t, 1, defaultExpect(routes, "census.run.now"))
+	require.Equal(t, 1, defaultExpect(nil, "a"))
+
+	none, err := ParseRouteExpect("")
+	require.NoError(t, err)
+	require.Empty(t, none)
+	for _, bad := range []string{"survey.#", "survey.#=", "=3", "survey.#=0", "survey.#=101", "a*=2", "a..b=2", "a=two"} {
+		_, err := ParseRouteExpect(bad)
+		require.Error(t, err, "%q", bad)
+	}
+	cfg := DefaultConfig()
+	cfg.ExpectReplies = []RouteExpect{{"a.#", 0}}
+	require.Error(t, cfg.Validate())
+}
