@@ -340,8 +340,10 @@ func (s *Store) RetryLater(ctx context.Context, id uuid.UUID, cause error) error
 
 // StoreReply matches a reply to its request. The first reply of an open
 // request is stored (status replied, or failed when Failed is set); later
-// ones are duplicates. A reply that matches no open request is kept as a
-// dead letter, with the outcome saying why.
+// ones are duplicates. A gathering request (Expect-Replies) keeps the first
+// reply of each responder instead, and ends at its Nth (see
+// storeGathered). A reply that matches no open request is kept as a dead
+// letter, with the outcome saying why.
 func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, error) {
 	outcome, _, err := s.StoreReplyRecord(ctx, in)
 	return outcome, err
