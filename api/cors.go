@@ -22,6 +22,7 @@ var corsRequestHeaders = map[string]bool{
 	"content-type": true, "message-id": true, "time": true, "reply-to": true, "request-timeout": true,
 	"prefer": true, "correlation-id": true, "correl-id": true, "reply-status": true, "last-event-id": true,
 	"authorization": true, "traceparent": true, "tracestate": true, // the last two: W3C Trace Context
+	"expect-replies": true, "reply-from": true, // scatter-gather
 }
 
 // CORS returns middleware that lets browser scripts from the allowed

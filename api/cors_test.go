@@ -91,6 +91,13 @@ func TestCORS(t *testing.T) {
 			want:   map[string]string{"Access-Control-Allow-Headers": "content-type, traceparent, tracestate"},
 		},
 		{
+			name: "preflight of a gather and its replies", allowed: []string{app}, method: http.MethodOptions,
+			headers: map[string]string{"Origin": app, "Access-Control-Request-Method": "POST",
+				"Access-Control-Request-Headers": "content-type, Expect-Replies, Reply-From"},
+			status: http.StatusNoContent,
+			want:   map[string]string{"Access-Control-Allow-Headers": "content-type, expect-replies, reply-from"},
+		},
+		{
 			name: "preflight without requested headers", allowed: []string{"*"}, method: http.MethodOptions,
 			headers: map[string]string{"Origin": app, "Access-Control-Request-Method": "DELETE"},
 			status:  http.StatusNoContent,

@@ -430,10 +430,10 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("status"); v != "" {
 		switch st := correlation.Status(v); st {
 		case correlation.StatusQueued, correlation.StatusPending, correlation.StatusReplied, correlation.StatusFailed,
-			correlation.StatusExpired, correlation.StatusUnroutable, correlation.StatusCancelled:
+			correlation.StatusExpired, correlation.StatusUnroutable, correlation.StatusCancelled, correlation.StatusPartial:
 			f.Status = st
 		default:
-			writeProblem(w, errInvalidParameter("status must be one of queued, pending, replied, failed, expired, unroutable, cancelled"))
+			writeProblem(w, errInvalidParameter("status must be one of queued, pending, replied, failed, expired, unroutable, cancelled, partial"))
 			return
 		}
 	}

@@ -106,6 +106,15 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
+	// Without the header (or with an empty one), the route's default.
+	expect := defaultExpect(s.cfg.ExpectReplies, key)
+	if v := strings.Join(r.Header.Values("Expect-Replies"), ","); strings.TrimSpace(v) != "" {
+		expect, p = parseExpectReplies(v)
+		if p != nil {
+			writeProblem(w, p)
+			return
+		}
+	}
 	webhook, p := parseWebhook(r.Header.Get("Reply-To"))
 	if p == nil {
 		p = s.checkReplyTo(webhook)
@@ -148,6 +157,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		Body:       body,
 		ProjectID:  who.ProjectID,
 		KeyID:      who.KeyID,
+
+		ExpectReplies: expect,
 	})
 	if err != nil {
 		writeError(w, err)
@@ -245,7 +256,8 @@ func (s *Server) getReply(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Request-Status", string(rec.Status))
 	switch rec.Status {
-	case correlation.StatusReplied, correlation.StatusFailed:
+	case correlation.StatusReplied, correlation.StatusFailed, correlation.StatusPartial:
+		// A gather's first reply; the record lists them all.
 		h["Message-ID"] = []string{rec.Reply.MessageID}
 		h["Correlation-ID"] = []string{rec.Reply.CorrelationID}
 		h.Set("Time", strconv.FormatInt(rec.Reply.Time, 10))
@@ -303,6 +315,11 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, errInvalidHeader("Reply-Status must be ok or error"))
 		return
 	}
+	from := strings.TrimSpace(r.Header.Get("Reply-From"))
+	if len(from) > 255 || !utf8.ValidString(from) {
+		writeProblem(w, errInvalidHeader("Reply-From must be valid UTF-8 of at most 255 bytes"))
+		return
+	}
 	body, p := s.readJSONBody(w, r)
 	if p != nil {
 		writeProblem(w, p)
@@ -333,6 +350,7 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 	outcome, err := s.gw.StoreReply(r.Context(), correlation.IncomingReply{
 		CorrelationID: corr,
 		MessageID:     msgID.String(),
+		From:          from,
 		Time:          stamp,
 		Body:          body,
 		Failed:        status == "error",

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"mime"
 	"net/url"
 	"regexp"
@@ -10,6 +11,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/events"
 )
 
 // Limits on routing paths (CONTRACT §1).
@@ -170,4 +174,78 @@ func waitSeconds(n int, max time.Duration) time.Duration {
 		return max
 	}
 	return time.Duration(n) * time.Second
+}
+
+// parseExpectReplies reads an optional Expect-Replies header: a whole
+// number from 1 to 100 (how many distinct responders' replies to gather),
+// or "all" (every reply until the deadline). Absent is 1.
+func parseExpectReplies(v string) (int, *Problem) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 1, nil
+	}
+	if strings.EqualFold(v, "all") {
+		return correlation.ExpectAll, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > correlation.MaxExpectReplies {
+		return 0, errInvalidHeader("Expect-Replies must be a whole number from 1 to " +
+			strconv.Itoa(correlation.MaxExpectReplies) + ", or all")
+	}
+	return n, nil
+}
+
+// RouteExpect is a route-level default of Expect-Replies.
+type RouteExpect struct {
+	// Pattern is an AMQP topic pattern over routing keys (survey.#).
+	Pattern string
+	// N is the number of replies, 1 to 100, or correlation.ExpectAll.
+	N int
+}
+
+func (e RouteExpect) validate() error {
+	if err := events.ValidPattern(e.Pattern); err != nil {
+		return fmt.Errorf("expect replies: %w", err)
+	}
+	if e.N != correlation.ExpectAll && (e.N < 1 || e.N > correlation.MaxExpectReplies) {
+		return fmt.Errorf("expect replies for %s: %d is not 1 to %d or all", e.Pattern, e.N, correlation.MaxExpectReplies)
+	}
+	return nil
+}
+
+// ParseRouteExpect reads route-level Expect-Replies defaults written as
+// pattern=N or pattern=all, comma-separated: "survey.#=3,census.#=all".
+// Earlier entries win.
+func ParseRouteExpect(s string) ([]RouteExpect, error) {
+	var out []RouteExpect
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		pattern, value, ok := strings.Cut(item, "=")
+		if !ok {
+			return nil, fmt.Errorf("expect replies: %q is not pattern=N or pattern=all", item)
+		}
+		n, p := parseExpectReplies(value)
+		if p != nil || strings.TrimSpace(value) == "" {
+			return nil, fmt.Errorf("expect replies: %q: want 1 to %d or all", item, correlation.MaxExpectReplies)
+		}
+		e := RouteExpect{Pattern: strings.TrimSpace(pattern), N: n}
+		if err := e.validate(); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// defaultExpect is the Expect-Replies of a request to key that sent none.
+func defaultExpect(routes []RouteExpect, key string) int {
+	for _, e := range routes {
+		if events.Match(e.Pattern, key) {
+			return e.N
+		}
+	}
+	return 1
 }

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchboard-gw/switchboard/correlation"
 )
 
 func TestRoutingKey(t *testing.T) {
@@ -207,4 +209,62 @@ func TestJSONDepth(t *testing.T) {
 	} {
 		require.Equal(t, want, jsonDepth([]byte(body)), body)
 	}
+}
+
+func TestParseExpectReplies(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"", 1, true},
+		{"1", 1, true},
+		{" 3 ", 3, true},
+		{"100", 100, true},
+		{"all", correlation.ExpectAll, true},
+		{"ALL", correlation.ExpectAll, true},
+		{"0", 0, false},
+		{"101", 0, false},
+		{"-1", 0, false},
+		{"+2", 2, true}, // strconv.Atoi's reading; harmless
+		{"2.5", 0, false},
+		{"two", 0, false},
+		{"all; window=5", 0, false},
+		{"3,4", 0, false},
+		{"99999999999999999999", 0, false},
+	}
+	for _, c := range cases {
+		got, p := parseExpectReplies(c.in)
+		if !c.ok {
+			require.NotNil(t, p, "%q", c.in)
+			require.Equal(t, 400, p.Status, "%q", c.in)
+			continue
+		}
+		require.Nil(t, p, "%q", c.in)
+		require.Equal(t, c.want, got, "%q", c.in)
+	}
+}
+
+func TestParseRouteExpect(t *testing.T) {
+	t.Parallel()
+	routes, err := ParseRouteExpect(" survey.#=3 ,census.*=ALL,, survey.big=5")
+	require.NoError(t, err)
+	require.Equal(t, []RouteExpect{{"survey.#", 3}, {"census.*", correlation.ExpectAll}, {"survey.big", 5}}, routes)
+	require.Equal(t, 3, defaultExpect(routes, "survey.big"), "the first match wins")
+	require.Equal(t, 3, defaultExpect(routes, "survey"))
+	require.Equal(t, correlation.ExpectAll, defaultExpect(routes, "census.run"))
+	require.Equal(t, 1, defaultExpect(routes, "census.run.now"))
+	require.Equal(t, 1, defaultExpect(nil, "a"))
+
+	none, err := ParseRouteExpect("")
+	require.NoError(t, err)
+	require.Empty(t, none)
+	for _, bad := range []string{"survey.#", "survey.#=", "=3", "survey.#=0", "survey.#=101", "a*=2", "a..b=2", "a=two"} {
+		_, err := ParseRouteExpect(bad)
+		require.Error(t, err, "%q", bad)
+	}
+	cfg := DefaultConfig()
+	cfg.ExpectReplies = []RouteExpect{{"a.#", 0}}
+	require.Error(t, cfg.Validate())
 }

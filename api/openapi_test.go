@@ -279,8 +279,8 @@ func problemKindsInSource(t *testing.T) map[string]string {
 	// Kinds computed at run time, and the values they can take.
 	dynamic := map[string][]string{
 		// getReply: a request that ended without a reply; queued and
-		// pending answer 202, replied and failed answer 200.
-		"string(rec.Status)": without(statuses, "queued", "pending", "replied", "failed"),
+		// pending answer 202, replied, failed and partial answer 200.
+		"string(rec.Status)": without(statuses, "queued", "pending", "replied", "failed", "partial"),
 		// postReply: outcomes that are neither 200 (stored, duplicate) nor
 		// 404 (unknown).
 		`"reply-" + string(outcome)`: prefixed("reply-", without(outcomes, "stored", "duplicate", "unknown")),

@@ -36,6 +36,10 @@ type Config struct {
 	// WriteTimeout bounds writing an answer, counted after any wait the
 	// request asked for; event streams bound each write instead.
 	WriteTimeout time.Duration
+	// ExpectReplies are route-level defaults of Expect-Replies: a request
+	// that sends no Expect-Replies takes the first whose pattern matches its
+	// routing key (none: one reply).
+	ExpectReplies []RouteExpect
 }
 
 // DefaultConfig returns the documented defaults.
@@ -65,6 +69,11 @@ func (c Config) Validate() error {
 		return errors.New("max JSON depth must be at least 1")
 	case c.WriteTimeout <= 0:
 		return errors.New("write timeout must be positive")
+	}
+	for _, e := range c.ExpectReplies {
+		if err := e.validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -111,7 +111,8 @@ func (s *Server) render(ctx context.Context, r correlation.Request) recordJSON {
 // replied reports whether r carries its reply; a read answering with it is
 // the reply's receipt.
 func replied(r correlation.Request) bool {
-	return r.Status == correlation.StatusReplied || r.Status == correlation.StatusFailed
+	return r.Status == correlation.StatusReplied || r.Status == correlation.StatusFailed ||
+		r.Status == correlation.StatusPartial
 }
 
 // checkReplyTo validates a Reply-To URL beyond its syntax.

@@ -86,6 +86,9 @@ const (
 	StatusExpired    = "expired"    // no reply before the deadline
 	StatusUnroutable = "unroutable" // no queue was bound for the routing key
 	StatusCancelled  = "cancelled"  // cancelled with Cancel
+	// StatusPartial: a gather (Expect-Replies: N) reached its deadline with
+	// some but fewer than N replies; Replies holds them.
+	StatusPartial = "partial"
 )
 
 // Record is a request record as the gateway answers it: the JSON of
@@ -98,7 +101,13 @@ type Record struct {
 	ExpiresAt  int64           `json:"expires_at"` // deadline, Unix milliseconds
 	ReplyTo    *string         `json:"reply_to"`   // the webhook URL, if any
 	Request    json.RawMessage `json:"request"`    // the submitted body
-	Reply      *Reply          `json:"reply"`      // nil until there is one
+	Reply      *Reply          `json:"reply"`      // nil until there is one; a gather's first reply
+	// RepliesExpected is the request's Expect-Replies: 1 for an ordinary
+	// request, N for a gather of N, nil for Expect-Replies: all.
+	RepliesExpected *int `json:"replies_expected"`
+	// Replies lists every reply kept, in arrival order (one per responder
+	// for a gather); for an ordinary request, its reply or none.
+	Replies []GatheredReply `json:"replies"`
 	// PickedUpAt is when a responder started on it (its request.received
 	// event, or at the latest its reply), Unix milliseconds; nil until then.
 	PickedUpAt *int64 `json:"picked_up_at"`
@@ -123,11 +132,21 @@ type Reply struct {
 	Body          json.RawMessage `json:"body"`
 }
 
+// GatheredReply is one of a request's replies, with who sent it.
+type GatheredReply struct {
+	Reply
+	// From names the responder: its AMQP app_id, the Reply-From header it
+	// sent to POST /v1/replies, or else the reply's message id.
+	From string `json:"from"`
+	// Status is "ok", or "error" for a reply marked status: error.
+	Status string `json:"status"`
+}
+
 // Terminal reports whether the request has ended: its status will not
 // change again.
 func (r *Record) Terminal() bool {
 	switch r.Status {
-	case StatusReplied, StatusFailed, StatusExpired, StatusUnroutable, StatusCancelled:
+	case StatusReplied, StatusFailed, StatusExpired, StatusUnroutable, StatusCancelled, StatusPartial:
 		return true
 	}
 	return false
@@ -150,7 +169,14 @@ type SubmitOptions struct {
 	// this long passes (Prefer: wait, whole seconds rounded up, capped by
 	// the gateway at MaxWait by default).
 	Wait time.Duration
+	// ExpectReplies gathers that many replies, one per responder
+	// (Expect-Replies: N, 1 to 100); 0 sends nothing (one reply).
+	// ExpectAll gathers every reply until the deadline.
+	ExpectReplies int
 }
+
+// ExpectAll as SubmitOptions.ExpectReplies sends Expect-Replies: all.
+const ExpectAll = -1
 
 // Submit sends body as a request with the routing key, POST /a/b for a.b.
 // body is marshalled to JSON; a json.RawMessage or []byte is sent as is. It
@@ -184,6 +210,12 @@ func (c *Client) Submit(ctx context.Context, routingKey string, body any, o *Sub
 	}
 	if o.Timeout > 0 {
 		req.Header.Set("Request-Timeout", strconv.FormatInt(ceilSeconds(o.Timeout), 10))
+	}
+	switch {
+	case o.ExpectReplies == ExpectAll:
+		req.Header.Set("Expect-Replies", "all")
+	case o.ExpectReplies != 0:
+		req.Header.Set("Expect-Replies", strconv.Itoa(o.ExpectReplies))
 	}
 	if o.Wait > 0 {
 		req.Header.Set("Prefer", "wait="+strconv.FormatInt(ceilSeconds(o.Wait), 10))

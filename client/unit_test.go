@@ -68,6 +68,47 @@ func TestSubmitWire(t *testing.T) {
 	}
 }
 
+// TestSubmitGatherWire checks Expect-Replies as Submit sends it, and a
+// gathered record as it reads it.
+func TestSubmitGatherWire(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"id":"0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e","routing_key":"a.b","status":"partial",`+
+			`"time":1,"expires_at":2,"reply_to":null,"request":{},"reply":{"message_id":"m","correlation_id":"c","time":1,"body":{"n":1}},`+
+			`"replies_expected":3,"replies":[{"message_id":"m","correlation_id":"c","time":1,"body":{"n":1},"from":"alpha","status":"ok"}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := client.New(srv.URL, client.WithHTTPClient(srv.Client()))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		expect int
+		header string
+	}{{0, ""}, {1, "1"}, {3, "3"}, {client.ExpectAll, "all"}} {
+		var got string
+		hc := &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+			got = r.Header.Get("Expect-Replies")
+			return srv.Client().Transport.RoundTrip(r)
+		})}
+		c, err := client.New(srv.URL, client.WithHTTPClient(hc))
+		require.NoError(t, err)
+		_, err = c.Submit(t.Context(), "a.b", 1, &client.SubmitOptions{ExpectReplies: tc.expect})
+		require.NoError(t, err)
+		require.Equal(t, tc.header, got, "ExpectReplies %d", tc.expect)
+	}
+	rec, err := c.Submit(t.Context(), "a.b", 1, nil)
+	require.NoError(t, err)
+	require.True(t, rec.Terminal(), "partial is terminal")
+	require.Equal(t, 3, *rec.RepliesExpected)
+	require.Len(t, rec.Replies, 1)
+	require.Equal(t, "alpha", rec.Replies[0].From)
+	require.Equal(t, "ok", rec.Replies[0].Status)
+	require.JSONEq(t, `{"n":1}`, string(rec.Replies[0].Body))
+}
+
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 // TestErrorFromPlainAnswer checks an error answer that is no problem, as a
 // proxy in front of the gateway may give.
 func TestErrorFromPlainAnswer(t *testing.T) {

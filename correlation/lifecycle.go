@@ -49,6 +49,9 @@ func (s *Store) Cancel(ctx context.Context, id uuid.UUID) (Request, error) {
 		return Request{}, dbErr("cancel request", err)
 	}
 	s.hub.wake(id)
+	if err := s.loadReplies(ctx, []*Request{&r}); err != nil {
+		return Request{}, err
+	}
 	return r, nil
 }
 
@@ -119,7 +122,7 @@ func (s *Store) Purge(ctx context.Context, retention time.Duration, batch int) (
 	for _, stmt := range []string{
 		`DELETE FROM requests WHERE id IN (
 			SELECT id FROM requests
-			WHERE status IN ('replied', 'failed', 'expired', 'unroutable', 'cancelled')
+			WHERE status IN ('replied', 'failed', 'expired', 'unroutable', 'cancelled', 'partial')
 			  AND updated_at < now() - make_interval(secs => $1)
 			  -- A webhook still being delivered keeps its request, and a
 			  -- finished delivery keeps it for the retention period after
@@ -229,7 +232,7 @@ func (s *Store) MarkReplyDelivered(ctx context.Context, receipts []Receipt,
 		rows, err := tx.Query(ctx, `
 			WITH locked AS (
 				SELECT id AS l_id FROM requests
-				WHERE id = ANY($1::uuid[]) AND reply_delivered_at IS NULL AND status IN ('replied', 'failed')
+				WHERE id = ANY($1::uuid[]) AND reply_delivered_at IS NULL AND status IN ('replied', 'failed', 'partial')
 				ORDER BY id FOR NO KEY UPDATE)
 			UPDATE requests SET reply_delivered_at = now()
 			FROM locked
@@ -302,6 +305,13 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Request, error) {
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Request, error) { return scanRequest(row) })
 	if err != nil {
 		return nil, dbErr("list requests", err)
+	}
+	ptrs := make([]*Request, len(out))
+	for i := range out {
+		ptrs[i] = &out[i]
+	}
+	if err := s.loadReplies(ctx, ptrs); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -30,7 +30,7 @@ import (
 // Status is where a request is in its life.
 type Status string
 
-// The statuses of a request. The last five are terminal.
+// The statuses of a request. All but queued and pending are terminal.
 const (
 	StatusQueued     Status = "queued"     // committed, not yet confirmed by the broker
 	StatusPending    Status = "pending"    // published and confirmed; waiting for a reply
@@ -39,7 +39,15 @@ const (
 	StatusExpired    Status = "expired"    // the deadline passed without a reply
 	StatusUnroutable Status = "unroutable" // the broker returned it: no queue is bound
 	StatusCancelled  Status = "cancelled"  // the client cancelled it
+	StatusPartial    Status = "partial"    // a gather's deadline passed with some, not all, of its replies
 )
+
+// ExpectAll as a request's expected reply count gathers every reply that
+// arrives before its deadline (Expect-Replies: all).
+const ExpectAll = -1
+
+// MaxExpectReplies bounds Expect-Replies: N.
+const MaxExpectReplies = 100
 
 // Terminal reports whether no further transition can happen.
 func (s Status) Terminal() bool {
@@ -81,7 +89,15 @@ type Request struct {
 	PickedUpAt *time.Time
 	StalledAt  *time.Time
 	Attempts   int
-	Reply      *Reply
+	// Reply is the first reply stored (nil: none yet). A gathering request
+	// has it as soon as its first reply is stored, while still open.
+	Reply *Reply
+	// RepliesExpected is 1 for an ordinary request, 2..MaxExpectReplies
+	// for a gather of that many replies, or ExpectAll.
+	RepliesExpected int
+	// Replies are a gathering request's replies in arrival order (nil for
+	// an ordinary request, whose one reply is Reply).
+	Replies []Reply
 	// TraceParent and TraceState are the W3C trace context of the span
 	// that submitted the request (empty: none), kept so that whoever
 	// publishes it, and its webhook deliveries, continue that trace.
@@ -90,12 +106,19 @@ type Request struct {
 
 // Reply is the reply stored for a request.
 type Reply struct {
+	// From names the responder: the reply's AMQP app_id (or the Reply-From
+	// header over HTTP), else its message id.
+	From          string
 	MessageID     string
 	CorrelationID string
 	Time          int64 // Unix milliseconds
 	Body          []byte
 	ReceivedAt    time.Time
+	Failed        bool // the responder marked it status: error (gathered replies only)
 }
+
+// Gathers reports whether the request collects more than one reply.
+func (r Request) Gathers() bool { return r.RepliesExpected > 1 || r.RepliesExpected == ExpectAll }
 
 // NewRequest is what the gateway records before it publishes.
 type NewRequest struct {
@@ -115,17 +138,24 @@ type NewRequest struct {
 	// TraceParent and TraceState are the W3C trace context of the submit
 	// (empty: none); see Request.
 	TraceParent, TraceState string
+	// ExpectReplies is how many replies to gather: 0 or 1 for an ordinary
+	// request, 2..MaxExpectReplies, or ExpectAll.
+	ExpectReplies int
 }
 
 // IncomingReply is a reply as it arrived, over AMQP or HTTP.
 type IncomingReply struct {
 	CorrelationID string // raw, as received: it may not even be a UUID
 	MessageID     string
-	Time          int64
-	Body          []byte
-	Failed        bool           // the responder marked it status: error
-	Source        string         // "amqp" or "http"
-	Headers       map[string]any // kept with a dead letter
+	// From names the responder (its AMQP app_id, or the Reply-From header);
+	// empty: the message id stands in. A gathering request keeps one reply
+	// per responder.
+	From    string
+	Time    int64
+	Body    []byte
+	Failed  bool           // the responder marked it status: error
+	Source  string         // "amqp" or "http"
+	Headers map[string]any // kept with a dead letter
 }
 
 // storable returns the reply with its text fields made safe for Postgres
@@ -136,6 +166,7 @@ type IncomingReply struct {
 func (in IncomingReply) storable() IncomingReply {
 	in.CorrelationID = cleanText(in.CorrelationID)
 	in.MessageID = cleanText(in.MessageID)
+	in.From = cleanText(in.From)
 	if in.Headers != nil {
 		h := make(map[string]any, len(in.Headers))
 		for k, v := range in.Headers {
@@ -163,14 +194,30 @@ type Outcome string
 // Outcomes of StoreReply. Every outcome but Stored and Duplicate leaves a
 // dead-letter record.
 const (
-	OutcomeStored    Outcome = "stored"    // first reply: the request is now replied or failed
-	OutcomeDuplicate Outcome = "duplicate" // the request already had its reply; ignored
+	OutcomeStored    Outcome = "stored"    // first reply (or a gather's next responder): kept with the request
+	OutcomeDuplicate Outcome = "duplicate" // the request already had this reply (or this responder's); ignored
 	OutcomeUnknown   Outcome = "unknown"   // no request has this correlation id
 	OutcomeLate      Outcome = "late"      // the request had expired
-	OutcomeClosed    Outcome = "closed"    // the request was unroutable or cancelled
+	OutcomeClosed    Outcome = "closed"    // the request was unroutable or cancelled, or its gather was complete
 )
 
 func digest(body []byte) []byte {
 	sum := sha256.Sum256(body)
 	return sum[:]
+}
+
+// responder names who sent the reply: From, or else its message id.
+func (in IncomingReply) responder() string {
+	if in.From != "" {
+		return in.From
+	}
+	return in.MessageID
+}
+
+// expected is the replies_expected the request is stored with.
+func (n NewRequest) expected() int {
+	if n.ExpectReplies == 0 {
+		return 1
+	}
+	return n.ExpectReplies
 }

@@ -65,7 +65,8 @@ func (s *Store) Ping(ctx context.Context) error {
 const requestColumns = `id, routing_key, status, time_ms, expires_at, coalesce(reply_to, ''), body, project_id, key_id,
 	created_at, published_at, publish_attempts,
 	reply_message_id, reply_correlation_id, reply_time_ms, reply_body, replied_at,
-	coalesce(traceparent, ''), coalesce(tracestate, ''), picked_up_at, stalled_at`
+	coalesce(traceparent, ''), coalesce(tracestate, ''), picked_up_at, stalled_at,
+	replies_expected, coalesce(reply_from, '')`
 
 func scanRequest(row pgx.Row) (Request, error) {
 	var (
@@ -75,12 +76,14 @@ func scanRequest(row pgx.Row) (Request, error) {
 		replyTime  *int64
 		replyBody  []byte
 		repliedAt  *time.Time
+		replyFrom  string
 	)
 	var keyID *uuid.UUID
 	err := row.Scan(&r.ID, &r.RoutingKey, &r.Status, &r.Time, &r.ExpiresAt, &r.ReplyTo, &r.Body, &r.ProjectID, &keyID,
 		&r.CreatedAt, &r.PublishedAt, &r.Attempts,
 		&replyMsgID, &replyCorr, &replyTime, &replyBody, &repliedAt,
-		&r.TraceParent, &r.TraceState, &r.PickedUpAt, &r.StalledAt)
+		&r.TraceParent, &r.TraceState, &r.PickedUpAt, &r.StalledAt,
+		&r.RepliesExpected, &replyFrom)
 	if err != nil {
 		return Request{}, err
 	}
@@ -88,7 +91,7 @@ func scanRequest(row pgx.Row) (Request, error) {
 		r.KeyID = *keyID
 	}
 	if repliedAt != nil {
-		r.Reply = &Reply{Body: replyBody, ReceivedAt: *repliedAt}
+		r.Reply = &Reply{From: replyFrom, Body: replyBody, ReceivedAt: *repliedAt}
 		if replyMsgID != nil {
 			r.Reply.MessageID = *replyMsgID
 		}
@@ -121,6 +124,7 @@ func (s *Store) Create(ctx context.Context, n NewRequest) (r Request, created bo
 			ID: n.ID, RoutingKey: n.RoutingKey, Status: StatusQueued, Time: n.Time,
 			ExpiresAt: n.ExpiresAt, ReplyTo: n.ReplyTo, Body: n.Body, CreatedAt: res.createdAt,
 			ProjectID: n.ProjectID, KeyID: n.KeyID, TraceParent: n.TraceParent, TraceState: n.TraceState,
+			RepliesExpected: n.expected(),
 		}
 		s.owners.put(n.ID, Owner{ProjectID: n.ProjectID, RoutingKey: n.RoutingKey})
 		return r, true, nil
@@ -171,7 +175,9 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 	keyIDs := make([]*[16]byte, n)
 	parents := make([]*string, n)
 	states := make([]*string, n)
+	expected := make([]int32, n)
 	for i, r := range in {
+		expected[i] = int32(r.expected())
 		if r.TraceParent != "" {
 			parents[i] = &in[i].TraceParent
 		}
@@ -191,15 +197,16 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 	}
 	rows, err := s.pool.Query(ctx, `
 		INSERT INTO requests (id, routing_key, status, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id,
-		                      traceparent, tracestate)
+		                      traceparent, tracestate, replies_expected)
 		SELECT id, routing_key, 'queued', time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id,
-		       traceparent, tracestate
+		       traceparent, tracestate, replies_expected
 		FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::uuid[], $10::uuid[],
-		            $11::text[], $12::text[])
-			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id, traceparent, tracestate)
+		            $11::text[], $12::text[], $13::int4[])
+			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id, traceparent, tracestate,
+			     replies_expected)
 		ON CONFLICT (id) DO NOTHING
 		RETURNING id, created_at`,
-		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next, projects, keyIDs, parents, states)
+		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next, projects, keyIDs, parents, states, expected)
 	if err != nil {
 		return nil, dbErr("insert requests", err)
 	}
@@ -232,7 +239,47 @@ func (s *Store) Get(ctx context.Context, id uuid.UUID) (Request, error) {
 	if err != nil {
 		return Request{}, dbErr("get request", err)
 	}
+	if err := s.loadReplies(ctx, []*Request{&r}); err != nil {
+		return Request{}, err
+	}
 	return r, nil
+}
+
+// loadReplies fills in the gathered replies of the gathering requests
+// among rs, in one query; ordinary requests need none.
+func (s *Store) loadReplies(ctx context.Context, rs []*Request) error {
+	var ids []uuid.UUID
+	byID := make(map[uuid.UUID]*Request)
+	for _, r := range rs {
+		if r.Gathers() {
+			ids = append(ids, r.ID)
+			byID[r.ID] = r
+			r.Replies = []Reply{}
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT request_id, responder, message_id, correlation_id, time_ms, body, failed, received_at
+		FROM request_replies WHERE request_id = ANY($1::uuid[])
+		ORDER BY request_id, seq`, uuidArgs(ids))
+	if err != nil {
+		return dbErr("read gathered replies", err)
+	}
+	var id uuid.UUID
+	var rp Reply
+	_, err = pgx.ForEachRow(rows, []any{&id, &rp.From, &rp.MessageID, &rp.CorrelationID, &rp.Time, &rp.Body, &rp.Failed, &rp.ReceivedAt},
+		func() error {
+			r := byID[id]
+			rp.Body = slices.Clone(rp.Body)
+			r.Replies = append(r.Replies, rp)
+			return nil
+		})
+	if err != nil {
+		return dbErr("read gathered replies", err)
+	}
+	return nil
 }
 
 // MarkPublished records the broker's confirm: a queued request becomes
@@ -293,8 +340,10 @@ func (s *Store) RetryLater(ctx context.Context, id uuid.UUID, cause error) error
 
 // StoreReply matches a reply to its request. The first reply of an open
 // request is stored (status replied, or failed when Failed is set); later
-// ones are duplicates. A reply that matches no open request is kept as a
-// dead letter, with the outcome saying why.
+// ones are duplicates. A gathering request (Expect-Replies) keeps the first
+// reply of each responder instead, and ends at its Nth (see
+// storeGathered). A reply that matches no open request is kept as a dead
+// letter, with the outcome saying why.
 func (s *Store) StoreReply(ctx context.Context, in IncomingReply) (Outcome, error) {
 	outcome, _, err := s.StoreReplyRecord(ctx, in)
 	return outcome, err
@@ -323,12 +372,16 @@ func (s *Store) StoreReplyRecord(ctx context.Context, in IncomingReply) (Outcome
 	outcome := OutcomeUnknown
 	if parseErr == nil {
 		var status Status
-		err := s.pool.QueryRow(ctx, `SELECT status FROM requests WHERE id = $1`, id).Scan(&status)
+		var expected int
+		err := s.pool.QueryRow(ctx, `SELECT status, replies_expected FROM requests WHERE id = $1`, id).Scan(&status, &expected)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			outcome = OutcomeUnknown
 		case err != nil:
 			return "", nil, dbErr("classify reply", err)
+		case expected != 1:
+			// A gathering request: the batched path leaves it alone.
+			return s.storeGathered(ctx, id, in)
 		case status == StatusReplied || status == StatusFailed:
 			return OutcomeDuplicate, nil, nil
 		case status == StatusQueued || status == StatusPending:
@@ -393,6 +446,7 @@ func (s *Store) flushReplies(ctx context.Context, in []replyRow) ([]*Request, er
 	corrs := make([]string, 0, n)
 	times := make([]int64, 0, n)
 	bodies := make([][]byte, 0, n)
+	froms := make([]string, 0, n)
 	seen := make(map[uuid.UUID]bool, n)
 	for _, r := range sorted {
 		if seen[r.id] {
@@ -405,30 +459,31 @@ func (s *Store) flushReplies(ctx context.Context, in []replyRow) ([]*Request, er
 		corrs = append(corrs, r.reply.CorrelationID)
 		times = append(times, r.reply.Time)
 		bodies = append(bodies, r.reply.Body)
+		froms = append(froms, r.reply.responder())
 	}
 	rows, err := s.pool.Query(ctx, `
 		WITH v AS (
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[])
-				AS v(v_id, v_status, v_msg, v_corr, v_time, v_body)),
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[], $7::text[])
+				AS v(v_id, v_status, v_msg, v_corr, v_time, v_body, v_from)),
 		locked AS (
 			SELECT id AS l_id FROM requests
-			WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'pending')
+			WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'pending') AND replies_expected = 1
 			ORDER BY id FOR NO KEY UPDATE),
 		u AS (
 			UPDATE requests
-			SET status = v_status, reply_message_id = v_msg, reply_correlation_id = v_corr,
+			SET status = v_status, reply_from = v_from, reply_message_id = v_msg, reply_correlation_id = v_corr,
 			    reply_time_ms = v_time, reply_body = v_body, replied_at = now(), updated_at = now(),
 			    -- a reply proves the pick-up, when no request.received came first
 			    picked_up_at = coalesce(picked_up_at, now())
 			FROM v, locked
-			WHERE id = v_id AND id = l_id AND status IN ('queued', 'pending') AND expires_at > now()
+			WHERE id = v_id AND id = l_id AND status IN ('queued', 'pending') AND replies_expected = 1 AND expires_at > now()
 			RETURNING `+requestColumns+`),
 		n AS (
 			SELECT pg_notify('`+notifyChannel+`', string_agg(id::text, ','))
 			FROM (SELECT id, (row_number() OVER () - 1) / `+fmt.Sprint(notifyIDs)+` AS g FROM u) AS numbered
 			GROUP BY g)
 		SELECT u.* FROM u, (SELECT count(*) FROM n) AS notified`,
-		uuidArgs(ids), statuses, msgIDs, corrs, times, bodies)
+		uuidArgs(ids), statuses, msgIDs, corrs, times, bodies, froms)
 	if err != nil {
 		return nil, dbErr("store replies", err)
 	}
@@ -517,8 +572,9 @@ func (s *Store) DeadLetters(ctx context.Context, correlationID string) ([]DeadLe
 	return out, nil
 }
 
-// ExpireDue marks every open request past its deadline expired and wakes
-// its waiters. It returns how many it closed. Several instances may run it
+// ExpireDue marks every open request past its deadline expired (a gather
+// with replies: partial, or replied for Expect-Replies: all) and wakes its
+// waiters. It returns how many it closed. Several instances may run it
 // at once; each request is expired exactly once.
 func (s *Store) ExpireDue(ctx context.Context) (int, error) {
 	return s.expire(ctx, ``)
@@ -531,7 +587,15 @@ func (s *Store) expire(ctx context.Context, extraWhere string, args ...any) (int
 			WHERE `+extraWhere+` status IN ('queued', 'pending') AND expires_at <= now()
 			ORDER BY id FOR NO KEY UPDATE),
 		u AS (
-			UPDATE requests SET status = 'expired', updated_at = now()
+			-- A gather that has replies ends partial (fewer than N) or, for
+			-- Expect-Replies: all, replied (failed when every reply is an
+			-- error); anything without a reply expires.
+			UPDATE requests SET status = CASE
+				WHEN replies_expected = 1 OR replied_at IS NULL THEN 'expired'
+				WHEN replies_expected > 1 THEN 'partial'
+				WHEN EXISTS (SELECT 1 FROM request_replies rr WHERE rr.request_id = requests.id AND NOT rr.failed) THEN 'replied'
+				ELSE 'failed' END,
+			    updated_at = now()
 			FROM locked
 			WHERE id = l_id AND status IN ('queued', 'pending') AND expires_at <= now()
 			RETURNING id)

@@ -49,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLetterErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_dead_letter_store_errors_total", Help: "Dead-lettered messages Postgres refused to record, even as a minimal record; each stays on the dead-letter queue."}),
 		Expired: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "switchboard_requests_expired_total", Help: "Requests expired by the sweeper."}),
+			Name: "switchboard_requests_expired_total", Help: "Requests the sweeper closed at their deadline: expired, or a gather (Expect-Replies) ended partial, or replied for Expect-Replies: all."}),
 		Stalled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_requests_stalled_total", Help: "Requests flagged stalled: published, still open, and not picked up by a responder (no request.received event) within SWITCHBOARD_STALL_AFTER."}),
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{

@@ -80,6 +80,7 @@ func replyFromDelivery(d amqp.Delivery, maxBytes int) correlation.IncomingReply 
 	in := correlation.IncomingReply{
 		CorrelationID: d.CorrelationId,
 		MessageID:     d.MessageId,
+		From:          d.AppId, // who replied, for a gathering request
 		Body:          d.Body,
 		Source:        "amqp",
 		Time:          time.Now().UnixMilli(),

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchboard-gw/switchboard/api"
+	"github.com/switchboard-gw/switchboard/correlation"
 	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/internal/tracelog"
 	"github.com/switchboard-gw/switchboard/webhook"
@@ -165,6 +166,8 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.dur(&c.API.DefaultTimeout, "default-timeout", "SWITCHBOARD_DEFAULT_TIMEOUT", c.API.DefaultTimeout, "request deadline when the client sends no Request-Timeout")
 	f.dur(&c.API.MaxTimeout, "max-timeout", "SWITCHBOARD_MAX_TIMEOUT", c.API.MaxTimeout, "largest Request-Timeout accepted")
 	f.dur(&c.API.MaxWait, "max-wait", "SWITCHBOARD_MAX_WAIT", c.API.MaxWait, "cap on long-poll ?wait= and Prefer: wait=")
+	var expects string
+	f.str(&expects, "expect-replies", "SWITCHBOARD_EXPECT_REPLIES", "", "route defaults of Expect-Replies for requests that send none, e.g. survey.#=3,census.#=all (first match wins; empty: one reply)")
 	f.dur(&c.Gateway.ConfirmTimeout, "confirm-timeout", "SWITCHBOARD_CONFIRM_TIMEOUT", c.Gateway.ConfirmTimeout, "wait for a publisher confirm before leaving a request to the outbox relay")
 	f.dur(&c.Gateway.SweepInterval, "sweep-interval", "SWITCHBOARD_SWEEP_INTERVAL", c.Gateway.SweepInterval, "how often overdue requests are expired")
 	f.dur(&c.Gateway.StallAfter, "stall-after", "SWITCHBOARD_STALL_AFTER", c.Gateway.StallAfter, "flag a published request no responder has picked up (request.received) within this; 0: off")
@@ -205,6 +208,11 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 		return c, fmt.Errorf("rate burst and max waiters per project must be 0 or more")
 	}
 	c.API.MaxBodyBytes = int64(maxBody)
+	routes, err := api.ParseRouteExpect(expects)
+	if err != nil {
+		return c, fmt.Errorf("SWITCHBOARD_EXPECT_REPLIES: %w", err)
+	}
+	c.API.ExpectReplies = routes
 	for _, o := range strings.FieldsFunc(cors, func(r rune) bool { return r == ',' || r == ' ' }) {
 		if o != "*" {
 			if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
@@ -226,7 +234,6 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	}
 	// Secrets come from the environment only: a flag would show them in the
 	// process list.
-	var err error
 	if c.Webhooks.Secrets, err = webhook.ParseSecrets(getenv("SWITCHBOARD_WEBHOOK_SECRETS")); err != nil {
 		return c, fmt.Errorf("SWITCHBOARD_WEBHOOK_SECRETS: %w", err)
 	}
@@ -291,6 +298,7 @@ func (c serveConfig) logAttrs() []any {
 		"default_timeout", c.API.DefaultTimeout.String(),
 		"max_timeout", c.API.MaxTimeout.String(),
 		"max_wait", c.API.MaxWait.String(),
+		"expect_replies", formatExpects(c.API.ExpectReplies),
 		"migrate", c.Migrate,
 		"webhooks", c.WebhooksOn(),
 		"webhook_secrets", len(c.Webhooks.Secrets), // how many, never what
@@ -359,4 +367,17 @@ func parseLog(level, format string) (slog.Level, error) {
 		return l, fmt.Errorf("log format %q: want text or json", format)
 	}
 	return l, nil
+}
+
+// formatExpects writes route defaults of Expect-Replies back as configured.
+func formatExpects(routes []api.RouteExpect) string {
+	parts := make([]string, len(routes))
+	for i, e := range routes {
+		n := strconv.Itoa(e.N)
+		if e.N == correlation.ExpectAll {
+			n = "all"
+		}
+		parts[i] = e.Pattern + "=" + n
+	}
+	return strings.Join(parts, ",")
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchboard-gw/switchboard/api"
+	"github.com/switchboard-gw/switchboard/correlation"
 	"github.com/switchboard-gw/switchboard/webhook"
 )
 
@@ -46,6 +48,7 @@ func TestServeConfigEnvAndFlags(t *testing.T) {
 		"SWITCHBOARD_DEFAULT_TIMEOUT": "30",
 		"SWITCHBOARD_MAX_WAIT":        "2m",
 		"SWITCHBOARD_MIGRATE":         "false",
+		"SWITCHBOARD_EXPECT_REPLIES":  "survey.#=3, census.*=all",
 	}
 	c, err := loadServeConfig([]string{"-http-addr", ":7777"}, func(k string) string { return env[k] }, io.Discard)
 	require.NoError(t, err)
@@ -56,6 +59,8 @@ func TestServeConfigEnvAndFlags(t *testing.T) {
 	require.Equal(t, 2*time.Minute, c.API.MaxWait)
 	require.False(t, c.Migrate)
 	require.Equal(t, defaultDatabaseURL, c.DatabaseURL)
+	require.Equal(t, []api.RouteExpect{{Pattern: "survey.#", N: 3}, {Pattern: "census.*", N: correlation.ExpectAll}}, c.API.ExpectReplies)
+	require.Equal(t, "survey.#=3,census.*=all", formatExpects(c.API.ExpectReplies))
 
 	def, err := loadServeConfig(nil, func(string) string { return "" }, io.Discard)
 	require.NoError(t, err)
@@ -73,6 +78,7 @@ func TestServeConfigEnvAndFlags(t *testing.T) {
 		"SWITCHBOARD_MAX_BODY_BYTES": "-1",
 		"SWITCHBOARD_TLS_CERT_FILE":  "/nonexistent/cert.pem", // and no key
 		"SWITCHBOARD_CORS_ORIGINS":   "app.example.com",       // not an origin
+		"SWITCHBOARD_EXPECT_REPLIES": "survey.#=0",
 	} {
 		_, err := loadServeConfig(nil, func(key string) string {
 			if key == k {

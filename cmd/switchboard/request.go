@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -272,6 +273,20 @@ func runRequest(ctx context.Context, args []string, getenv func(string) string, 
 	durationFlag(f, &wait, "wait", "wait up to this long for the reply, e.g. 30s, 5m (default: no wait); with --follow: follow this long at most")
 	f.fs.BoolVar(&follow, "follow", false, "show the request's events as they come, until the reply")
 	durationFlag(f, &timeout, "timeout", "the request's deadline, sent as Request-Timeout (default: the gateway's)")
+	var expect int
+	f.fs.Func("expect", "gather this many replies, one per responder: 1 to 100, or all until the deadline (Expect-Replies; default: the gateway's)",
+		func(v string) error {
+			if strings.EqualFold(v, "all") {
+				expect = client.ExpectAll
+				return nil
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 100 {
+				return errors.New("want a number from 1 to 100, or all")
+			}
+			expect = n
+			return nil
+		})
 	pos, err := parseCommandLine(f, args, c)
 	if err != nil {
 		return err
@@ -297,7 +312,7 @@ func runRequest(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return fmt.Errorf("message id: %w", err)
 	}
-	opts := &client.SubmitOptions{MessageID: id, Timeout: timeout}
+	opts := &client.SubmitOptions{MessageID: id, Timeout: timeout, ExpectReplies: expect}
 	r := requestRun{cliIO: c, cl: cl, base: g.url, key: key, body: json.RawMessage(body), opts: opts, start: time.Now()}
 	switch {
 	case follow:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -63,6 +64,22 @@ func (c cliIO) showRecord(rec *client.Record, waited time.Duration) {
 			label = "reply (an error)"
 		}
 		fmt.Fprintf(c.stdout, "%s:\n%s\n", label, indentJSON(rec.Reply.Body))
+	}
+	// A gather: every reply, each under the responder that sent it. (A
+	// gateway from before scatter-gather sends no replies at all.)
+	if rec.Replies != nil && (rec.RepliesExpected == nil || *rec.RepliesExpected > 1) {
+		of := "all"
+		if rec.RepliesExpected != nil {
+			of = strconv.Itoa(*rec.RepliesExpected)
+		}
+		fmt.Fprintf(c.stdout, "replies: %d of %s\n", len(rec.Replies), of)
+		for _, r := range rec.Replies {
+			label := "from " + r.From
+			if r.Status == "error" {
+				label += " (an error)"
+			}
+			fmt.Fprintf(c.stdout, "%s:\n%s\n", label, indentJSON(r.Body))
+		}
 	}
 }
 

@@ -194,6 +194,26 @@ func TestRequestAndGet(t *testing.T) {
 		require.Equal(t, map[string]any{"echo": map[string]any{"n": 2.0}}, rec["reply"].(map[string]any)["body"])
 	})
 
+	t.Run("ExpectAllGathersUntilTheDeadline", func(t *testing.T) {
+		t.Parallel()
+		r := runCLI(t, false, "", nil, "request", "/cli/echo", url, "-d", `{"n": 7}`, "--expect", "all", "--timeout", "1s", "--wait", "20s")
+		require.Zero(t, r.code, r.stderr)
+		rec := decodeRecord(t, oneLine(t, r.stdout))
+		require.Equal(t, "replied", rec["status"])
+		require.Nil(t, rec["replies_expected"])
+		replies := rec["replies"].([]any)
+		require.Len(t, replies, 1)
+		require.Equal(t, "cli-test", replies[0].(map[string]any)["from"])
+
+		r = runCLI(t, true, "", nil, "request", "/cli/echo", url, "-d", `{"n": 8}`, "--expect", "ALL", "--timeout", "1", "--wait", "20s")
+		require.Zero(t, r.code, r.stderr)
+		require.Contains(t, r.stdout, "replies: 1 of all\nfrom cli-test:\n")
+
+		r = runCLI(t, false, "", nil, "request", "/cli/echo", url, "--expect", "0")
+		require.Equal(t, exitUsage, r.code)
+		require.Contains(t, r.stderr, "want a number from 1 to 100, or all")
+	})
+
 	t.Run("WaitOnATerminal", func(t *testing.T) {
 		t.Parallel()
 		r := runCLI(t, true, "", nil, "request", url, "--wait", "20", "cli/echo", "-d", `{"n": 3}`)

@@ -8,7 +8,7 @@
 // goes into a URL.
 
 // STATUSES are a request's statuses; the first two are open.
-export const STATUSES = ['queued', 'pending', 'replied', 'failed', 'expired', 'unroutable', 'cancelled'];
+export const STATUSES = ['queued', 'pending', 'replied', 'failed', 'expired', 'unroutable', 'cancelled', 'partial'];
 
 // TERMINAL are the statuses a request never leaves. (partial ends a
 // scatter-gather request, CONTRACT §8.)
