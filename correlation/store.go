@@ -65,7 +65,7 @@ func (s *Store) Ping(ctx context.Context) error {
 const requestColumns = `id, routing_key, status, time_ms, expires_at, coalesce(reply_to, ''), body, project_id, key_id,
 	created_at, published_at, publish_attempts,
 	reply_message_id, reply_correlation_id, reply_time_ms, reply_body, replied_at,
-	coalesce(traceparent, ''), coalesce(tracestate, ''), picked_up_at, stalled_at`
+	coalesce(traceparent, ''), coalesce(tracestate, ''), picked_up_at, stalled_at, body_claim`
 
 func scanRequest(row pgx.Row) (Request, error) {
 	var (
@@ -80,7 +80,7 @@ func scanRequest(row pgx.Row) (Request, error) {
 	err := row.Scan(&r.ID, &r.RoutingKey, &r.Status, &r.Time, &r.ExpiresAt, &r.ReplyTo, &r.Body, &r.ProjectID, &keyID,
 		&r.CreatedAt, &r.PublishedAt, &r.Attempts,
 		&replyMsgID, &replyCorr, &replyTime, &replyBody, &repliedAt,
-		&r.TraceParent, &r.TraceState, &r.PickedUpAt, &r.StalledAt)
+		&r.TraceParent, &r.TraceState, &r.PickedUpAt, &r.StalledAt, &r.Claim)
 	if err != nil {
 		return Request{}, err
 	}
@@ -119,7 +119,7 @@ func (s *Store) Create(ctx context.Context, n NewRequest) (r Request, created bo
 	if res.inserted {
 		r = Request{
 			ID: n.ID, RoutingKey: n.RoutingKey, Status: StatusQueued, Time: n.Time,
-			ExpiresAt: n.ExpiresAt, ReplyTo: n.ReplyTo, Body: n.Body, CreatedAt: res.createdAt,
+			ExpiresAt: n.ExpiresAt, ReplyTo: n.ReplyTo, Body: n.Body, Claim: n.Claim, CreatedAt: res.createdAt,
 			ProjectID: n.ProjectID, KeyID: n.KeyID, TraceParent: n.TraceParent, TraceState: n.TraceState,
 		}
 		s.owners.put(n.ID, Owner{ProjectID: n.ProjectID, RoutingKey: n.RoutingKey})
@@ -171,7 +171,9 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 	keyIDs := make([]*[16]byte, n)
 	parents := make([]*string, n)
 	states := make([]*string, n)
+	claims := make([]bool, n)
 	for i, r := range in {
+		claims[i] = r.Claim
 		if r.TraceParent != "" {
 			parents[i] = &in[i].TraceParent
 		}
@@ -191,15 +193,15 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 	}
 	rows, err := s.pool.Query(ctx, `
 		INSERT INTO requests (id, routing_key, status, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id,
-		                      traceparent, tracestate)
+		                      traceparent, tracestate, body_claim)
 		SELECT id, routing_key, 'queued', time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id,
-		       traceparent, tracestate
+		       traceparent, tracestate, body_claim
 		FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::uuid[], $10::uuid[],
-		            $11::text[], $12::text[])
-			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id, traceparent, tracestate)
+		            $11::text[], $12::text[], $13::bool[])
+			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id, traceparent, tracestate, body_claim)
 		ON CONFLICT (id) DO NOTHING
 		RETURNING id, created_at`,
-		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next, projects, keyIDs, parents, states)
+		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next, projects, keyIDs, parents, states, claims)
 	if err != nil {
 		return nil, dbErr("insert requests", err)
 	}
