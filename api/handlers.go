@@ -29,48 +29,60 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, *
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, errBodyTooLarge(s.cfg.MaxBodyBytes)
-		}
-		return nil, errInvalidJSON("the body could not be read: " + err.Error())
+		return nil, readProblem(err, s.cfg.MaxBodyBytes)
 	}
+	return body, s.checkJSON(body)
+}
+
+// checkJSON checks a body held whole: valid JSON, not nested too deeply.
+func (s *Server) checkJSON(body []byte) *Problem {
 	if !json.Valid(body) {
-		return nil, errInvalidJSON("the body is not valid JSON")
+		return errInvalidJSON("the body is not valid JSON")
 	}
 	if depth := jsonDepth(body); depth > s.cfg.MaxJSONDepth {
-		return nil, errInvalidJSON("the body nests " + strconv.Itoa(depth) + " levels deep; at most " +
+		return errInvalidJSON("the body nests " + strconv.Itoa(depth) + " levels deep; at most " +
 			strconv.Itoa(s.cfg.MaxJSONDepth) + " are accepted")
 	}
-	return body, nil
+	return nil
 }
 
 // jsonDepth returns how deeply arrays and objects nest in valid JSON. Deep
 // nesting is refused before anything parses it into memory (a responder,
 // a CEL rule, a browser): it costs them stack and time, never the sender.
 func jsonDepth(b []byte) int {
-	depth, deepest, inString, escaped := 0, 0, false, false
+	var d depthScanner
+	return d.write(b)
+}
+
+// depthScanner measures nesting depth over a body read in pieces.
+type depthScanner struct {
+	depth, deepest    int
+	inString, escaped bool
+}
+
+// write scans the next piece and returns the deepest nesting so far.
+func (d *depthScanner) write(b []byte) int {
 	for _, c := range b {
 		switch {
-		case inString:
+		case d.inString:
 			switch {
-			case escaped:
-				escaped = false
+			case d.escaped:
+				d.escaped = false
 			case c == '\\':
-				escaped = true
+				d.escaped = true
 			case c == '"':
-				inString = false
+				d.inString = false
 			}
 		case c == '"':
-			inString = true
+			d.inString = true
 		case c == '{' || c == '[':
-			depth++
-			deepest = max(deepest, depth)
+			d.depth++
+			d.deepest = max(d.deepest, d.depth)
 		case c == '}' || c == ']':
-			depth--
+			d.depth--
 		}
 	}
-	return deepest
+	return d.deepest
 }
 
 // submit handles POST /<segment>/<segment>...: record, publish, answer.
@@ -114,7 +126,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	body, p := s.readJSONBody(w, r)
+	body, rest, p := s.readSubmitBody(w, r)
 	if p != nil {
 		writeProblem(w, p)
 		return
@@ -139,6 +151,13 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		stamp = now.UnixMilli()
 	}
 	setRequestID(r.Context(), id)
+	if rest != nil {
+		// Too large to travel inline: stored now, sent as a claim.
+		if body, p = s.storeBlob(w, r, id, rest); p != nil {
+			writeProblem(w, p)
+			return
+		}
+	}
 	rec, _, err := s.gw.Submit(r.Context(), correlation.NewRequest{
 		ID:         id,
 		RoutingKey: key,
@@ -146,6 +165,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		ExpiresAt:  now.Add(timeout),
 		ReplyTo:    webhook,
 		Body:       body,
+		Claim:      rest != nil,
 		ProjectID:  who.ProjectID,
 		KeyID:      who.KeyID,
 	})
