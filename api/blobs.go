@@ -27,9 +27,9 @@ type Blobs interface {
 	OpenBlob(ctx context.Context, id uuid.UUID) (correlation.Blob, *correlation.BlobReader, error)
 }
 
-// SetBlobs turns the claim check on (CONTRACT §8): request bodies over
-// Config.ClaimCheckBytes, up to Config.MaxBlobBytes, are stored in b and
-// travel as claims. Call it before Handler. Without it, bodies over
+// SetBlobs turns the claim check on (CONTRACT §8): request and reply
+// bodies over Config.ClaimCheckBytes, up to Config.MaxBlobBytes, are stored
+// in b and travel (or are kept) as claims. Call it before Handler. Without it, bodies over
 // MaxBodyBytes are refused with 413 as before.
 func (s *Server) SetBlobs(b Blobs) { s.blobs = b }
 
@@ -49,7 +49,7 @@ func (s *Server) claimThreshold() int64 {
 	return s.cfg.MaxBodyBytes
 }
 
-// readSubmitBody reads a request body. A body up to the inline threshold
+// readSubmitBody reads a request or reply body. A body up to the inline threshold
 // is returned whole, checked as readJSONBody checks it. A larger one (the
 // claim check on) is returned unread as rest, capped at MaxBlobBytes, for
 // storeBlob to stream once the caller has checked the caller may submit:
@@ -96,13 +96,13 @@ func readProblem(err error, limit int64) *Problem {
 	return errInvalidJSON("the body could not be read: " + err.Error())
 }
 
-// storeBlob streams the rest of a large body into a blob named id and
-// returns the claim that travels instead. The content is not parsed: its
+// storeBlob streams the rest of a large body into blob n and returns the
+// claim that travels (or is kept) instead. The content is not parsed: its
 // nesting depth is checked on the way (cheaply, byte by byte), its JSON
 // syntax is not, so a responder must expect a claimed body to be invalid.
 // A Content-Digest or Repr-Digest header with a sha-256 (RFC 9530) is
 // checked when the upload completes.
-func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request, id uuid.UUID, rest io.Reader) ([]byte, *Problem) {
+func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request, n correlation.NewBlob, rest io.Reader) ([]byte, *Problem) {
 	want, p := announcedSHA256(r.Header)
 	if p != nil {
 		return nil, p
@@ -111,10 +111,8 @@ func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request, id uuid.UUID,
 	content := &depthReader{r: rest, max: s.cfg.MaxJSONDepth, touch: func() {
 		_ = rc.SetReadDeadline(time.Now().Add(blobIdle))
 	}}
-	ct := r.Header.Get("Content-Type")
-	b, _, err := s.blobs.PutBlob(r.Context(), correlation.NewBlob{
-		ID: id, RequestID: id, Role: correlation.BlobRequest, ContentType: ct, WantSHA256: want,
-	}, content)
+	n.ContentType, n.WantSHA256 = r.Header.Get("Content-Type"), want
+	b, _, err := s.blobs.PutBlob(r.Context(), n, content)
 	switch {
 	case err == nil:
 	case errors.Is(err, correlation.ErrDigestMismatch):
@@ -126,8 +124,8 @@ func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request, id uuid.UUID,
 	default:
 		return nil, readProblem(err, s.cfg.MaxBlobBytes)
 	}
-	return claim.Claim{URL: "/v1/blobs/" + id.String(), Size: b.Size, SHA256: hex.EncodeToString(b.SHA256),
-		ContentType: ct}.Body(), nil
+	return claim.Claim{URL: "/v1/blobs/" + n.ID.String(), Size: b.Size, SHA256: hex.EncodeToString(b.SHA256),
+		ContentType: n.ContentType}.Body(), nil
 }
 
 // announcedSHA256 reads the sha-256 of a Content-Digest or Repr-Digest

@@ -428,3 +428,55 @@ func TestClaimCheckRepeatsAndDigests(t *testing.T) {
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM blobs`))
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM pg_largeobject_metadata`))
 }
+
+func TestLargeRepliesGoByClaimCheck(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{blobs: true, apiCfg: func(c *api.Config) { c.ClaimCheckBytes = 1024 }})
+	b.bindQueue(t, "big-reply", "bigreply.#")
+	r := b.do(t, http.MethodPost, "/bigreply/ask", jsonCT, `{"small": "question"}`)
+	require.Equal(t, http.StatusAccepted, r.status, "body: %s", r.body)
+	id := r.header.Get("Message-ID")
+	const size = 400_000
+	_, sum := digestOf(t, jsonBody(size))
+
+	// To no known request: refused unread, nothing kept.
+	res, err := b.post(t, "/v1/replies", with(jsonCT, "Correlation-ID", uuid.NewString()), jsonBody(size), size)
+	require.NoError(t, err)
+	requireProblem(t, res, http.StatusNotFound, "unknown-correlation")
+	res, err = b.post(t, "/v1/replies", with(jsonCT, "Correlation-ID", "not-a-uuid"), jsonBody(size), -1)
+	require.NoError(t, err)
+	requireProblem(t, res, http.StatusNotFound, "unknown-correlation")
+	require.Zero(t, b.count(t, `SELECT count(*) FROM blobs`))
+
+	res, err = b.post(t, "/v1/replies", with(jsonCT, "Correlation-ID", id), jsonBody(size), -1)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
+	require.Equal(t, "stored", res.json(t)["outcome"])
+
+	// The record's reply is the claim; the content is at its url.
+	rec := b.do(t, http.MethodGet, "/v1/requests/"+id, nil, "").json(t)
+	require.Equal(t, "replied", rec["status"])
+	claimed := rec["reply"].(map[string]any)["body"].(map[string]any)["claim"].(map[string]any)
+	require.EqualValues(t, size, claimed["size"])
+	require.Equal(t, sum, claimed["sha256"])
+	url := claimed["url"].(string)
+	require.True(t, strings.HasPrefix(url, "/v1/blobs/"), url)
+	require.NotEqual(t, "/v1/blobs/"+id, url, "the reply's blob is not the request's")
+	content := b.do(t, http.MethodGet, url, nil, "")
+	require.Equal(t, http.StatusOK, content.status)
+	n, got := digestOf(t, strings.NewReader(string(content.body)))
+	require.EqualValues(t, size, n)
+	require.Equal(t, sum, got)
+	reply := b.do(t, http.MethodGet, "/v1/requests/"+id+"/reply", nil, "")
+	require.Equal(t, http.StatusOK, reply.status)
+	require.Equal(t, url, reply.json(t)["claim"].(map[string]any)["url"], "the reply itself is the claim")
+
+	// The reply's blob goes with its request.
+	ctx := context.Background()
+	_, err = b.pool.Exec(ctx, `UPDATE requests SET updated_at = now() - interval '1 hour' WHERE id = $1`, id)
+	require.NoError(t, err)
+	_, err = b.store.Purge(ctx, time.Minute, 100)
+	require.NoError(t, err)
+	require.Zero(t, b.count(t, `SELECT count(*) FROM blobs`))
+	require.Zero(t, b.count(t, `SELECT count(*) FROM pg_largeobject_metadata`))
+}

@@ -153,7 +153,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	setRequestID(r.Context(), id)
 	if rest != nil {
 		// Too large to travel inline: stored now, sent as a claim.
-		if body, p = s.storeBlob(w, r, id, rest); p != nil {
+		if body, p = s.storeBlob(w, r, correlation.NewBlob{ID: id, RequestID: id, Role: correlation.BlobRequest}, rest); p != nil {
 			writeProblem(w, p)
 			return
 		}
@@ -323,7 +323,7 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, errInvalidHeader("Reply-Status must be ok or error"))
 		return
 	}
-	body, p := s.readJSONBody(w, r)
+	body, rest, p := s.readSubmitBody(w, r)
 	if p != nil {
 		writeProblem(w, p)
 		return
@@ -334,19 +334,39 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 	if !hasTime {
 		stamp = s.now().UnixMilli()
 	}
-	if id, err := uuid.Parse(corr); err == nil {
+	unknown := problem(http.StatusNotFound, "unknown-correlation", "Unknown correlation id",
+		"no request has this correlation id")
+	id, err := uuid.Parse(corr)
+	if err == nil {
 		setRequestID(r.Context(), id)
 		// A reply to a request of another project is refused as unknown,
 		// and not kept: it says nothing about that request.
 		owner, err := s.records.Owner(r.Context(), id)
 		switch {
 		case errors.Is(err, correlation.ErrNotFound):
+			if rest != nil {
+				// A large reply is stored with its request: with none, it
+				// is refused unread rather than kept as a dead letter.
+				writeProblem(w, problem(http.StatusNotFound, "unknown-correlation", "Unknown correlation id",
+					"no request has this correlation id; a reply by claim check was not kept"))
+				return
+			}
 		case err != nil:
 			writeError(w, err)
 			return
 		case !caller(r).CanRead(owner.ProjectID, id, owner.RoutingKey) || caller(r).RequestID != uuid.Nil:
-			writeProblem(w, problem(http.StatusNotFound, "unknown-correlation", "Unknown correlation id",
-				"no request has this correlation id"))
+			writeProblem(w, unknown)
+			return
+		}
+	} else if rest != nil {
+		writeProblem(w, unknown)
+		return
+	}
+	if rest != nil {
+		// Too large to keep inline: stored as a blob of the request, and
+		// the reply is its claim.
+		if body, p = s.storeBlob(w, r, correlation.NewBlob{ID: s.newID(), RequestID: id, Role: correlation.BlobReply}, rest); p != nil {
+			writeProblem(w, p)
 			return
 		}
 	}

@@ -23,16 +23,15 @@ import (
 
 // Config holds the HTTP-side limits.
 type Config struct {
-	// MaxBodyBytes is the largest body that travels inline: the largest
-	// reply body accepted, and the largest request body when the claim
-	// check is off (no SetBlobs, or MaxBlobBytes 0).
+	// MaxBodyBytes is the largest request or reply body accepted when the
+	// claim check is off (no SetBlobs, or MaxBlobBytes 0).
 	MaxBodyBytes int64
-	// ClaimCheckBytes is the largest request body that travels inline when
+	// ClaimCheckBytes is the largest request or reply body kept inline when
 	// the claim check is on; larger ones are stored as blobs and travel as
 	// claims (CONTRACT §8). 0: MaxBodyBytes. At most MaxBodyBytes.
 	ClaimCheckBytes int64
-	// MaxBlobBytes is the largest request body accepted by claim check;
-	// 0 turns the claim check off.
+	// MaxBlobBytes is the largest body accepted by claim check; 0 turns
+	// the claim check off.
 	MaxBlobBytes int64
 	// DefaultTimeout is a request's deadline when it sends no Request-Timeout.
 	DefaultTimeout time.Duration
