@@ -113,6 +113,9 @@ func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request, n correlation
 	}}
 	n.ContentType, n.WantSHA256 = r.Header.Get("Content-Type"), want
 	b, _, err := s.blobs.PutBlob(r.Context(), n, content)
+	// The answer's write deadline was set when the call began (see
+	// writeDeadline); a long upload must not use it up.
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.MaxWait + s.cfg.WriteTimeout))
 	switch {
 	case err == nil:
 	case errors.Is(err, correlation.ErrDigestMismatch):

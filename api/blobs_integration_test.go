@@ -480,3 +480,30 @@ func TestLargeRepliesGoByClaimCheck(t *testing.T) {
 	require.Zero(t, b.count(t, `SELECT count(*) FROM blobs`))
 	require.Zero(t, b.count(t, `SELECT count(*) FROM pg_largeobject_metadata`))
 }
+
+// slowReader hands out its content in pieces, pausing before each.
+type slowReader struct {
+	r     io.Reader
+	pause time.Duration
+	piece int
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	time.Sleep(s.pause)
+	return s.r.Read(p[:min(len(p), s.piece)])
+}
+
+// An upload that takes longer than the write deadline of the call (its
+// wait plus WriteTimeout) is still answered: the deadline counts from the
+// end of the upload.
+func TestSlowUploadIsStillAnswered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{blobs: true, apiCfg: func(c *api.Config) {
+		c.ClaimCheckBytes, c.MaxWait, c.WriteTimeout = 1024, 0, 500*time.Millisecond
+	}})
+	b.bindQueue(t, "slow", "slow.#")
+	const size = 8 * 1024
+	r, err := b.post(t, "/slow/upload", jsonCT, &slowReader{r: jsonBody(size), pause: 200 * time.Millisecond, piece: 1024}, size)
+	require.NoError(t, err, "the answer was not written")
+	require.Equal(t, http.StatusAccepted, r.status, "body: %s", r.body)
+}
