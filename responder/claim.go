@@ -3,11 +3,8 @@ package responder
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -31,7 +28,7 @@ const DefaultResolveClaimsUpTo = 64 << 20
 
 // ErrClaimMismatch means a claim's content did not have the size or the
 // sha-256 its claim announced: it is never handed to a Handler as good.
-var ErrClaimMismatch = errors.New("claimed content does not match its claim")
+var ErrClaimMismatch = claim.ErrMismatch
 
 // isClaim reports whether a delivery's body is a claim (header
 // switchboard-claim: 1).
@@ -57,6 +54,11 @@ type claimFetcher struct {
 // permanentError is a claim that can never be resolved (unlike a gateway
 // that is briefly away): the request fails instead of being requeued.
 type permanentError struct{ err error }
+
+// permanent reports whether err means the claim can never be resolved.
+func permanent(err error) bool {
+	return errors.As(err, new(permanentError)) || errors.Is(err, ErrClaimMismatch)
+}
 
 func (e permanentError) Error() string { return e.err.Error() }
 func (e permanentError) Unwrap() error { return e.err }
@@ -99,36 +101,8 @@ func (f *claimFetcher) open(ctx context.Context, c Claim) (io.ReadCloser, error)
 		res.Body.Close()
 		return nil, permanentError{fmt.Errorf("%w: %d bytes served, %d claimed", ErrClaimMismatch, res.ContentLength, c.Size)}
 	}
-	return &verifying{body: res.Body, want: c, sum: sha256.New()}, nil
+	return claim.Verify(res.Body, c), nil
 }
-
-// verifying hashes content as it is read and checks it at the end.
-type verifying struct {
-	body io.ReadCloser
-	want Claim
-	sum  hash.Hash
-	n    int64
-}
-
-func (v *verifying) Read(p []byte) (int, error) {
-	n, err := v.body.Read(p)
-	v.sum.Write(p[:n])
-	v.n += int64(n)
-	if v.n > v.want.Size {
-		return n, permanentError{fmt.Errorf("%w: more than %d bytes", ErrClaimMismatch, v.want.Size)}
-	}
-	if errors.Is(err, io.EOF) {
-		if v.n != v.want.Size {
-			return n, permanentError{fmt.Errorf("%w: %d bytes read, %d claimed", ErrClaimMismatch, v.n, v.want.Size)}
-		}
-		if got := hex.EncodeToString(v.sum.Sum(nil)); got != v.want.SHA256 {
-			return n, permanentError{fmt.Errorf("%w: sha-256 %s, claimed %s", ErrClaimMismatch, got, v.want.SHA256)}
-		}
-	}
-	return n, err
-}
-
-func (v *verifying) Close() error { return v.body.Close() }
 
 // resolve reads claimed content whole, checked.
 func (f *claimFetcher) resolve(ctx context.Context, c Claim) ([]byte, error) {

@@ -457,12 +457,11 @@ func (r *Responder) resolveClaim(ctx context.Context, req *Request) error {
 		return nil // the Handler streams it with Open
 	}
 	body, err := req.claims.resolve(ctx, c)
-	var permanent permanentError
 	switch {
 	case err == nil:
 		req.Body, req.resolved = body, true
 		return nil
-	case errors.As(err, &permanent):
+	case permanent(err):
 		req.claimErr = err
 		return nil
 	default:

@@ -5,8 +5,13 @@
 package claim
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"regexp"
 )
 
@@ -60,3 +65,41 @@ func Parse(body []byte) (Claim, error) {
 		return *c, nil
 	}
 }
+
+// ErrMismatch means content did not have the size or the SHA-256 its
+// claim announced.
+var ErrMismatch = errors.New("content does not match its claim")
+
+// Verify returns a reader of content that hashes it as it is read and,
+// at its end, fails with ErrMismatch instead of io.EOF if the content is
+// not what c announced (also as soon as it runs past c.Size).
+func Verify(content io.ReadCloser, c Claim) io.ReadCloser {
+	return &verifying{body: content, want: c, sum: sha256.New()}
+}
+
+type verifying struct {
+	body io.ReadCloser
+	want Claim
+	sum  hash.Hash
+	n    int64
+}
+
+func (v *verifying) Read(p []byte) (int, error) {
+	n, err := v.body.Read(p)
+	v.sum.Write(p[:n])
+	v.n += int64(n)
+	if v.n > v.want.Size {
+		return n, fmt.Errorf("%w: more than %d bytes", ErrMismatch, v.want.Size)
+	}
+	if errors.Is(err, io.EOF) {
+		if v.n != v.want.Size {
+			return n, fmt.Errorf("%w: %d bytes read, %d claimed", ErrMismatch, v.n, v.want.Size)
+		}
+		if got := hex.EncodeToString(v.sum.Sum(nil)); got != v.want.SHA256 {
+			return n, fmt.Errorf("%w: sha-256 %s, claimed %s", ErrMismatch, got, v.want.SHA256)
+		}
+	}
+	return n, err
+}
+
+func (v *verifying) Close() error { return v.body.Close() }
