@@ -25,6 +25,7 @@ type Blobs interface {
 	PutBlob(ctx context.Context, n correlation.NewBlob, content io.Reader) (correlation.Blob, bool, error)
 	GetBlob(ctx context.Context, id uuid.UUID) (correlation.Blob, error)
 	OpenBlob(ctx context.Context, id uuid.UUID) (correlation.Blob, *correlation.BlobReader, error)
+	DeleteBlob(ctx context.Context, id uuid.UUID) error
 }
 
 // SetBlobs turns the claim check on (CONTRACT §8): request and reply
@@ -97,38 +98,39 @@ func readProblem(err error, limit int64) *Problem {
 }
 
 // storeBlob streams the rest of a large body into blob n and returns the
-// claim that travels (or is kept) instead. The content is not parsed: its
+// claim that travels (or is kept) instead; stored is false when blob n
+// existed already (a repeated submit), which is then left as it was. The content is not parsed: its
 // nesting depth is checked on the way (cheaply, byte by byte), its JSON
 // syntax is not, so a responder must expect a claimed body to be invalid.
 // A Content-Digest or Repr-Digest header with a sha-256 (RFC 9530) is
 // checked when the upload completes.
-func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request, n correlation.NewBlob, rest io.Reader) ([]byte, *Problem) {
+func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request, n correlation.NewBlob, rest io.Reader) (claimBody []byte, stored bool, p *Problem) {
 	want, p := announcedSHA256(r.Header)
 	if p != nil {
-		return nil, p
+		return nil, false, p
 	}
 	rc := http.NewResponseController(w)
 	content := &depthReader{r: rest, max: s.cfg.MaxJSONDepth, touch: func() {
 		_ = rc.SetReadDeadline(time.Now().Add(blobIdle))
 	}}
 	n.ContentType, n.WantSHA256 = r.Header.Get("Content-Type"), want
-	b, _, err := s.blobs.PutBlob(r.Context(), n, content)
+	b, stored, err := s.blobs.PutBlob(r.Context(), n, content)
 	// The answer's write deadline was set when the call began (see
 	// writeDeadline); a long upload must not use it up.
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.MaxWait + s.cfg.WriteTimeout))
 	switch {
 	case err == nil:
 	case errors.Is(err, correlation.ErrDigestMismatch):
-		return nil, problem(http.StatusBadRequest, "digest-mismatch", "Digest mismatch",
+		return nil, false, problem(http.StatusBadRequest, "digest-mismatch", "Digest mismatch",
 			"the body's sha-256 is not the one its Content-Digest announced; nothing was kept")
 	case errors.Is(err, correlation.ErrUnavailable):
-		return nil, problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",
+		return nil, false, problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",
 			"the correlation store cannot be reached; try again later")
 	default:
-		return nil, readProblem(err, s.cfg.MaxBlobBytes)
+		return nil, false, readProblem(err, s.cfg.MaxBlobBytes)
 	}
 	return claim.Claim{URL: "/v1/blobs/" + n.ID.String(), Size: b.Size, SHA256: hex.EncodeToString(b.SHA256),
-		ContentType: n.ContentType}.Body(), nil
+		ContentType: n.ContentType}.Body(), stored, nil
 }
 
 // announcedSHA256 reads the sha-256 of a Content-Digest or Repr-Digest

@@ -417,6 +417,15 @@ func TestClaimCheckRepeatsAndDigests(t *testing.T) {
 	require.NoError(t, err)
 	requireProblem(t, r, http.StatusConflict, "message-id-conflict")
 
+	// A large body reusing the Message-ID of an inline request is 409, and
+	// its blob does not become that request's.
+	inline := uuid.NewString()
+	require.Equal(t, http.StatusAccepted, b.do(t, http.MethodPost, "/rep/x", with(jsonCT, "Message-ID", inline), `{"a": 1}`).status)
+	r, err = b.post(t, "/rep/x", with(jsonCT, "Message-ID", inline), jsonBody(size), size)
+	require.NoError(t, err)
+	requireProblem(t, r, http.StatusConflict, "message-id-conflict")
+	requireProblem(t, b.do(t, http.MethodGet, "/v1/blobs/"+inline, nil, ""), http.StatusNotFound, "not-found")
+
 	// Content that does not match its Content-Digest is not kept.
 	r, err = b.post(t, "/rep/x", with(jsonCT, "Content-Digest", digest), jsonBody(size+1), size+1)
 	require.NoError(t, err)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -151,14 +152,16 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		stamp = now.UnixMilli()
 	}
 	setRequestID(r.Context(), id)
+	var blobStored bool
 	if rest != nil {
 		// Too large to travel inline: stored now, sent as a claim.
-		if body, p = s.storeBlob(w, r, correlation.NewBlob{ID: id, RequestID: id, Role: correlation.BlobRequest}, rest); p != nil {
+		body, blobStored, p = s.storeBlob(w, r, correlation.NewBlob{ID: id, RequestID: id, Role: correlation.BlobRequest}, rest)
+		if p != nil {
 			writeProblem(w, p)
 			return
 		}
 	}
-	rec, _, err := s.gw.Submit(r.Context(), correlation.NewRequest{
+	rec, created, err := s.gw.Submit(r.Context(), correlation.NewRequest{
 		ID:         id,
 		RoutingKey: key,
 		Time:       stamp,
@@ -169,6 +172,13 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		ProjectID:  who.ProjectID,
 		KeyID:      who.KeyID,
 	})
+	if blobStored && !created {
+		// The request was not recorded (or its id was another request's,
+		// which had no blob): the blob must not become that request's.
+		if err := s.blobs.DeleteBlob(context.WithoutCancel(r.Context()), id); err != nil {
+			s.logger.ErrorContext(r.Context(), "delete unrecorded blob; the purge will", "request_id", id, "error", err)
+		}
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -365,7 +375,7 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 	if rest != nil {
 		// Too large to keep inline: stored as a blob of the request, and
 		// the reply is its claim.
-		if body, p = s.storeBlob(w, r, correlation.NewBlob{ID: s.newID(), RequestID: id, Role: correlation.BlobReply}, rest); p != nil {
+		if body, _, p = s.storeBlob(w, r, correlation.NewBlob{ID: s.newID(), RequestID: id, Role: correlation.BlobReply}, rest); p != nil {
 			writeProblem(w, p)
 			return
 		}

@@ -174,3 +174,12 @@ func (s *Store) OpenBlob(ctx context.Context, id uuid.UUID) (Blob, *BlobReader, 
 	}
 	return b, &BlobReader{LargeObject: lo, tx: tx}, nil
 }
+
+// DeleteBlob deletes blob id (its large object goes with it); a blob that
+// is not there is no error.
+func (s *Store) DeleteBlob(ctx context.Context, id uuid.UUID) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM blobs WHERE id = $1`, [16]byte(id)); err != nil {
+		return dbErr("delete blob", err)
+	}
+	return nil
+}
