@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -29,48 +30,60 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, *
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, errBodyTooLarge(s.cfg.MaxBodyBytes)
-		}
-		return nil, errInvalidJSON("the body could not be read: " + err.Error())
+		return nil, readProblem(err, s.cfg.MaxBodyBytes)
 	}
+	return body, s.checkJSON(body)
+}
+
+// checkJSON checks a body held whole: valid JSON, not nested too deeply.
+func (s *Server) checkJSON(body []byte) *Problem {
 	if !json.Valid(body) {
-		return nil, errInvalidJSON("the body is not valid JSON")
+		return errInvalidJSON("the body is not valid JSON")
 	}
 	if depth := jsonDepth(body); depth > s.cfg.MaxJSONDepth {
-		return nil, errInvalidJSON("the body nests " + strconv.Itoa(depth) + " levels deep; at most " +
+		return errInvalidJSON("the body nests " + strconv.Itoa(depth) + " levels deep; at most " +
 			strconv.Itoa(s.cfg.MaxJSONDepth) + " are accepted")
 	}
-	return body, nil
+	return nil
 }
 
 // jsonDepth returns how deeply arrays and objects nest in valid JSON. Deep
 // nesting is refused before anything parses it into memory (a responder,
 // a CEL rule, a browser): it costs them stack and time, never the sender.
 func jsonDepth(b []byte) int {
-	depth, deepest, inString, escaped := 0, 0, false, false
+	var d depthScanner
+	return d.write(b)
+}
+
+// depthScanner measures nesting depth over a body read in pieces.
+type depthScanner struct {
+	depth, deepest    int
+	inString, escaped bool
+}
+
+// write scans the next piece and returns the deepest nesting so far.
+func (d *depthScanner) write(b []byte) int {
 	for _, c := range b {
 		switch {
-		case inString:
+		case d.inString:
 			switch {
-			case escaped:
-				escaped = false
+			case d.escaped:
+				d.escaped = false
 			case c == '\\':
-				escaped = true
+				d.escaped = true
 			case c == '"':
-				inString = false
+				d.inString = false
 			}
 		case c == '"':
-			inString = true
+			d.inString = true
 		case c == '{' || c == '[':
-			depth++
-			deepest = max(deepest, depth)
+			d.depth++
+			d.deepest = max(d.deepest, d.depth)
 		case c == '}' || c == ']':
-			depth--
+			d.depth--
 		}
 	}
-	return deepest
+	return d.deepest
 }
 
 // submit handles POST /<segment>/<segment>...: record, publish, answer.
@@ -123,7 +136,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	body, p := s.readJSONBody(w, r)
+	body, rest, p := s.readSubmitBody(w, r)
 	if p != nil {
 		writeProblem(w, p)
 		return
@@ -148,18 +161,35 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		stamp = now.UnixMilli()
 	}
 	setRequestID(r.Context(), id)
-	rec, _, err := s.gw.Submit(r.Context(), correlation.NewRequest{
+	var blobStored bool
+	if rest != nil {
+		// Too large to travel inline: stored now, sent as a claim.
+		body, blobStored, p = s.storeBlob(w, r, correlation.NewBlob{ID: id, RequestID: id, Role: correlation.BlobRequest}, rest)
+		if p != nil {
+			writeProblem(w, p)
+			return
+		}
+	}
+	rec, created, err := s.gw.Submit(r.Context(), correlation.NewRequest{
 		ID:         id,
 		RoutingKey: key,
 		Time:       stamp,
 		ExpiresAt:  now.Add(timeout),
 		ReplyTo:    webhook,
 		Body:       body,
+		Claim:      rest != nil,
 		ProjectID:  who.ProjectID,
 		KeyID:      who.KeyID,
 
 		ExpectReplies: expect,
 	})
+	if blobStored && !created {
+		// The request was not recorded (or its id was another request's,
+		// which had no blob): the blob must not become that request's.
+		if err := s.blobs.DeleteBlob(context.WithoutCancel(r.Context()), id); err != nil {
+			s.logger.ErrorContext(r.Context(), "delete unrecorded blob; the purge will", "request_id", id, "error", err)
+		}
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -320,7 +350,7 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, errInvalidHeader("Reply-From must be valid UTF-8 of at most 255 bytes"))
 		return
 	}
-	body, p := s.readJSONBody(w, r)
+	body, rest, p := s.readSubmitBody(w, r)
 	if p != nil {
 		writeProblem(w, p)
 		return
@@ -331,19 +361,39 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 	if !hasTime {
 		stamp = s.now().UnixMilli()
 	}
-	if id, err := uuid.Parse(corr); err == nil {
+	unknown := problem(http.StatusNotFound, "unknown-correlation", "Unknown correlation id",
+		"no request has this correlation id")
+	id, err := uuid.Parse(corr)
+	if err == nil {
 		setRequestID(r.Context(), id)
 		// A reply to a request of another project is refused as unknown,
 		// and not kept: it says nothing about that request.
 		owner, err := s.records.Owner(r.Context(), id)
 		switch {
 		case errors.Is(err, correlation.ErrNotFound):
+			if rest != nil {
+				// A large reply is stored with its request: with none, it
+				// is refused unread rather than kept as a dead letter.
+				writeProblem(w, problem(http.StatusNotFound, "unknown-correlation", "Unknown correlation id",
+					"no request has this correlation id; a reply by claim check was not kept"))
+				return
+			}
 		case err != nil:
 			writeError(w, err)
 			return
 		case !caller(r).CanRead(owner.ProjectID, id, owner.RoutingKey) || caller(r).RequestID != uuid.Nil:
-			writeProblem(w, problem(http.StatusNotFound, "unknown-correlation", "Unknown correlation id",
-				"no request has this correlation id"))
+			writeProblem(w, unknown)
+			return
+		}
+	} else if rest != nil {
+		writeProblem(w, unknown)
+		return
+	}
+	if rest != nil {
+		// Too large to keep inline: stored as a blob of the request, and
+		// the reply is its claim.
+		if body, _, p = s.storeBlob(w, r, correlation.NewBlob{ID: s.newID(), RequestID: id, Role: correlation.BlobReply}, rest); p != nil {
+			writeProblem(w, p)
 			return
 		}
 	}

@@ -69,6 +69,8 @@ type options struct {
 	tracing trace.TracerProvider
 	// logger replaces the test logger (see testLogger).
 	logger *slog.Logger
+	// blobs turns the claim check on, with the store keeping the blobs.
+	blobs bool
 }
 
 // testWebhookSecret signs the tests' webhooks.
@@ -172,6 +174,9 @@ func setup(t *testing.T, opts options) *bundle {
 	b.api.SetEvents(api.Events{History: b.history, Live: b.live, Wake: b.gw.WakeRelay,
 		Heartbeat: 200 * time.Millisecond, Settle: time.Second})
 	b.api.SetCORS([]string{"https://app.example.com"})
+	if opts.blobs {
+		b.api.SetBlobs(b.store)
+	}
 	if opts.auth != nil {
 		b.keys = auth.NewStore(pool, logger)
 		tokens := auth.NewTokens([]byte("a test secret of thirty-two bytes"), time.Minute)
@@ -235,10 +240,17 @@ func (b *bundle) echo(t *testing.T, queue string, patterns ...string) {
 
 func (b *bundle) responder(t *testing.T, queue string, h responder.Handler, patterns ...string) {
 	t.Helper()
-	r, err := responder.New(responder.Config{
-		AMQPURL: b.amqpURL, Exchange: b.names.Exchange, EventsExchange: b.names.EventsExchange, Queue: b.names.Queue(queue),
-		Patterns: patterns, Logger: testLogger(t),
-	}, h)
+	b.responderWith(t, responder.Config{Queue: queue, Patterns: patterns}, h)
+}
+
+// responderWith starts a responder SDK configured as cfg, on the test's
+// broker names (cfg.Queue is given the test's prefix) and fetching
+// claimed bodies from the test's gateway.
+func (b *bundle) responderWith(t *testing.T, cfg responder.Config, h responder.Handler) {
+	t.Helper()
+	cfg.AMQPURL, cfg.Exchange, cfg.EventsExchange = b.amqpURL, b.names.Exchange, b.names.EventsExchange
+	cfg.Queue, cfg.Logger, cfg.GatewayURL = b.names.Queue(cfg.Queue), testLogger(t), b.url
+	r, err := responder.New(cfg, h)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -20,6 +20,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchboard-gw/switchboard/api"
 	"github.com/switchboard-gw/switchboard/auth"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 )
@@ -132,6 +133,7 @@ func secRoutes() []secRoute {
 		{op: "GET /v1/requests/{id}", method: "GET", path: "/v1/requests/{id}", body: empty, exp: readers},
 		{op: "DELETE /v1/requests/{id}", method: "DELETE", path: "/v1/requests/{id}", body: empty, exp: changers(ok(200))},
 		{op: "GET /v1/requests/{id}/reply", method: "GET", path: "/v1/requests/{id}/reply", body: empty, exp: replyReaders},
+		{op: "GET /v1/blobs/{id}", method: "GET", path: "/v1/blobs/{id}", body: empty, exp: readers},
 		{op: "GET /v1/requests/{id}/deliveries", method: "GET", path: "/v1/requests/{id}/deliveries", body: empty, exp: readers},
 		// The target has no webhook, so the right key's answer is the
 		// handler's own 404 (checked by its detail below), past the checks.
@@ -254,7 +256,9 @@ func bearer(secret string) map[string]string {
 // answer holds a key or token.
 func TestSecurityMatrix(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{auth: &auth.Limits{}})
+	// The target's body goes by claim check, so GET /v1/blobs/{id} has a
+	// blob to guard: the blob of a request is named by the request's id.
+	b := setup(t, options{auth: &auth.Limits{}, blobs: true, apiCfg: func(c *api.Config) { c.ClaimCheckBytes = 16 }})
 	b.bindQueue(t, "matrix", "mx.#")
 	ctx := context.Background()
 
@@ -287,6 +291,7 @@ func TestSecurityMatrix(t *testing.T) {
 	_, otherToken := b.secSubmit(t, right, "/mx/elsewhere", `{}`)
 	require.NotEmpty(t, ownToken)
 	require.NotEmpty(t, otherToken)
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM blobs WHERE id = $1`, target), "the target's body is a blob")
 
 	secretOf := func(h map[string]string) string { return strings.TrimPrefix(h["Authorization"], "Bearer ") }
 	creds := []secCred{

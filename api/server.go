@@ -23,8 +23,16 @@ import (
 
 // Config holds the HTTP-side limits.
 type Config struct {
-	// MaxBodyBytes is the largest request or reply body accepted.
+	// MaxBodyBytes is the largest request or reply body accepted when the
+	// claim check is off (no SetBlobs, or MaxBlobBytes 0).
 	MaxBodyBytes int64
+	// ClaimCheckBytes is the largest request or reply body kept inline when
+	// the claim check is on; larger ones are stored as blobs and travel as
+	// claims (CONTRACT §8). 0: MaxBodyBytes. At most MaxBodyBytes.
+	ClaimCheckBytes int64
+	// MaxBlobBytes is the largest body accepted by claim check; 0 turns
+	// the claim check off.
+	MaxBlobBytes int64
 	// DefaultTimeout is a request's deadline when it sends no Request-Timeout.
 	DefaultTimeout time.Duration
 	// MaxTimeout is the largest Request-Timeout accepted.
@@ -46,6 +54,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxBodyBytes:   1 << 20,
+		MaxBlobBytes:   1 << 30,
 		DefaultTimeout: 60 * time.Second,
 		MaxTimeout:     24 * time.Hour,
 		MaxWait:        60 * time.Second,
@@ -59,6 +68,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxBodyBytes < 1:
 		return errors.New("max body bytes must be positive")
+	case c.ClaimCheckBytes < 0 || c.ClaimCheckBytes > c.MaxBodyBytes:
+		return errors.New("claim check bytes must be from 0 to max body bytes")
+	case c.MaxBlobBytes < 0:
+		return errors.New("max blob bytes must not be negative")
 	case c.DefaultTimeout < time.Second:
 		return errors.New("default request timeout must be at least 1s")
 	case c.MaxTimeout < c.DefaultTimeout:
@@ -123,6 +136,8 @@ type Server struct {
 	rules Rules
 	// tracerProvider traces requests (nil: spans are not recorded).
 	tracerProvider trace.TracerProvider
+	// blobs keeps claim-checked bodies (nil: the claim check is off).
+	blobs Blobs
 	// auth is zero when every call is the insecure principal's.
 	auth Auth
 	// draining ends every long-poll early (answering with the record as it
@@ -216,6 +231,7 @@ func (s *Server) Handler() http.Handler {
 		})
 		s.authRoutes(r)
 		r.Post("/replies", s.postReply)
+		r.Get("/blobs/{id}", s.getBlob)
 		r.Get("/dead-letters", s.listDeadLetters)
 	})
 

@@ -267,6 +267,36 @@ func TestClient(t *testing.T) {
 		require.Equal(t, "not-cancellable", e.Kind())
 	})
 
+	// The served gateway (cmd/switchboard serve) keeps a body over 1 MiB
+	// by claim check; the client reads it back.
+	t.Run("ClaimCheck", func(t *testing.T) {
+		t.Parallel()
+		ctx := t.Context()
+		body := json.RawMessage(`{"data": "` + strings.Repeat("0123456789", 150_000) + `"}`)
+		rec, err := c.Submit(ctx, "client.hold", body, nil)
+		require.NoError(t, err)
+		cl, ok := client.ClaimOf(rec.Request)
+		require.True(t, ok, "the record holds a claim: %.200s", rec.Request)
+		require.EqualValues(t, len(body), cl.Size)
+		require.Equal(t, "/v1/blobs/"+rec.ID.String(), cl.URL)
+		rc, err := c.OpenBlob(ctx, cl)
+		require.NoError(t, err)
+		got, err := io.ReadAll(rc)
+		require.NoError(t, err)
+		require.NoError(t, rc.Close())
+		require.Equal(t, []byte(body), got)
+
+		cl.SHA256 = strings.Repeat("0", 64)
+		rc, err = c.OpenBlob(ctx, cl)
+		require.NoError(t, err)
+		_, err = io.ReadAll(rc)
+		require.ErrorIs(t, err, client.ErrClaimMismatch)
+		_, ok = client.ClaimOf(json.RawMessage(`{"small": true}`))
+		require.False(t, ok)
+		_, err = c.OpenBlob(ctx, client.Claim{URL: "https://elsewhere.example/v1/blobs/x"})
+		require.Error(t, err, "the key goes to no other host")
+	})
+
 	t.Run("Errors", func(t *testing.T) {
 		t.Parallel()
 		ctx := t.Context()

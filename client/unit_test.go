@@ -130,9 +130,9 @@ func TestErrorFromPlainAnswer(t *testing.T) {
 	require.True(t, client.IsTemporary(err))
 }
 
-// The SDK is what services import: it needs the standard library, uuid
-// and the signature package, not the gateway's database, broker or metrics
-// libraries.
+// The SDK is what services import: it needs the standard library, uuid,
+// the signature package and the claim check's wire form, not the gateway's
+// database, broker or metrics libraries.
 func TestSDKDependenciesAreFew(t *testing.T) {
 	t.Parallel()
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
@@ -141,6 +141,10 @@ func TestSDKDependenciesAreFew(t *testing.T) {
 	require.ElementsMatch(t, []string{
 		"github.com/google/uuid",
 		"github.com/switchboard-gw/switchboard/client",
+		// The claim check's wire form and verification, shared with the
+		// responder SDK; standard library only (its own imports would be
+		// listed here too).
+		"github.com/switchboard-gw/switchboard/internal/claim",
 		"github.com/switchboard-gw/switchboard/webhook/signature",
 	}, deps)
 }

@@ -113,7 +113,8 @@ func (s *Store) ClaimEvents(ctx context.Context, limit int, retryIn func(attempt
 	return n, nil
 }
 
-// Purge deletes terminal requests, and dead letters, older than retention
+// Purge deletes terminal requests (with their blobs), dead letters and
+// orphaned blobs older than retention
 // (for a request with a webhook: retention after its delivery ended),
 // in batches of at most batch rows so no statement holds locks for long. It
 // returns how many rows it removed.
@@ -135,6 +136,16 @@ func (s *Store) Purge(ctx context.Context, retention time.Duration, batch int) (
 		RETURNING id`,
 		`DELETE FROM dead_letters WHERE id IN (
 			SELECT id FROM dead_letters WHERE received_at < now() - make_interval(secs => $1) LIMIT $2)
+		RETURNING NULL::uuid`,
+		// A request's blobs go with it (a trigger; another unlinks the
+		// large objects). A blob whose request was never recorded (the
+		// submit failed after the upload, or the instance died) is an
+		// orphan, removed once it is older than the retention period.
+		`DELETE FROM blobs WHERE id IN (
+			SELECT b.id FROM blobs b
+			WHERE b.created_at < now() - make_interval(secs => $1)
+			  AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.id = b.request_id)
+			LIMIT $2)
 		RETURNING NULL::uuid`,
 	} {
 		for ctx.Err() == nil {

@@ -71,13 +71,16 @@ var (
 
 // Request is one request record.
 type Request struct {
-	ID          uuid.UUID
-	RoutingKey  string
-	Status      Status
-	Time        int64 // creation time, Unix milliseconds (client's or stamped)
-	ExpiresAt   time.Time
-	ReplyTo     string    // webhook URL, empty when none
-	Body        []byte    // the JSON body exactly as received
+	ID         uuid.UUID
+	RoutingKey string
+	Status     Status
+	Time       int64 // creation time, Unix milliseconds (client's or stamped)
+	ExpiresAt  time.Time
+	ReplyTo    string // webhook URL, empty when none
+	Body       []byte // the JSON body exactly as received, or its claim (see Claim)
+	// Claim says Body is a claim check ({"claim": {...}}): the content
+	// itself is a blob, stored by PutBlob under the request's id.
+	Claim       bool
 	ProjectID   uuid.UUID // the project it belongs to (uuid.Nil: the default project)
 	KeyID       uuid.UUID // the API key that submitted it; uuid.Nil: none
 	CreatedAt   time.Time
@@ -128,6 +131,8 @@ type NewRequest struct {
 	ExpiresAt  time.Time
 	ReplyTo    string
 	Body       []byte
+	// Claim says Body is a claim check for a blob already stored (PutBlob).
+	Claim bool
 	// ProjectID owns the request; KeyID is the key that submitted it
 	// (uuid.Nil: none).
 	ProjectID, KeyID uuid.UUID

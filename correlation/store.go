@@ -66,7 +66,7 @@ const requestColumns = `id, routing_key, status, time_ms, expires_at, coalesce(r
 	created_at, published_at, publish_attempts,
 	reply_message_id, reply_correlation_id, reply_time_ms, reply_body, replied_at,
 	coalesce(traceparent, ''), coalesce(tracestate, ''), picked_up_at, stalled_at,
-	replies_expected, coalesce(reply_from, '')`
+	replies_expected, coalesce(reply_from, ''), body_claim`
 
 func scanRequest(row pgx.Row) (Request, error) {
 	var (
@@ -83,7 +83,7 @@ func scanRequest(row pgx.Row) (Request, error) {
 		&r.CreatedAt, &r.PublishedAt, &r.Attempts,
 		&replyMsgID, &replyCorr, &replyTime, &replyBody, &repliedAt,
 		&r.TraceParent, &r.TraceState, &r.PickedUpAt, &r.StalledAt,
-		&r.RepliesExpected, &replyFrom)
+		&r.RepliesExpected, &replyFrom, &r.Claim)
 	if err != nil {
 		return Request{}, err
 	}
@@ -122,7 +122,7 @@ func (s *Store) Create(ctx context.Context, n NewRequest) (r Request, created bo
 	if res.inserted {
 		r = Request{
 			ID: n.ID, RoutingKey: n.RoutingKey, Status: StatusQueued, Time: n.Time,
-			ExpiresAt: n.ExpiresAt, ReplyTo: n.ReplyTo, Body: n.Body, CreatedAt: res.createdAt,
+			ExpiresAt: n.ExpiresAt, ReplyTo: n.ReplyTo, Body: n.Body, Claim: n.Claim, CreatedAt: res.createdAt,
 			ProjectID: n.ProjectID, KeyID: n.KeyID, TraceParent: n.TraceParent, TraceState: n.TraceState,
 			RepliesExpected: n.expected(),
 		}
@@ -176,8 +176,10 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 	parents := make([]*string, n)
 	states := make([]*string, n)
 	expected := make([]int32, n)
+	claims := make([]bool, n)
 	for i, r := range in {
 		expected[i] = int32(r.expected())
+		claims[i] = r.Claim
 		if r.TraceParent != "" {
 			parents[i] = &in[i].TraceParent
 		}
@@ -197,16 +199,16 @@ func (s *Store) flushCreates(ctx context.Context, batch []NewRequest) ([]createR
 	}
 	rows, err := s.pool.Query(ctx, `
 		INSERT INTO requests (id, routing_key, status, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id,
-		                      traceparent, tracestate, replies_expected)
+		                      traceparent, tracestate, replies_expected, body_claim)
 		SELECT id, routing_key, 'queued', time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id,
-		       traceparent, tracestate, replies_expected
+		       traceparent, tracestate, replies_expected, body_claim
 		FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], $9::uuid[], $10::uuid[],
-		            $11::text[], $12::text[], $13::int4[])
+		            $11::text[], $12::text[], $13::int4[], $14::bool[])
 			AS t(id, routing_key, time_ms, expires_at, reply_to, body, body_sha256, next_attempt_at, project_id, key_id, traceparent, tracestate,
-			     replies_expected)
+			     replies_expected, body_claim)
 		ON CONFLICT (id) DO NOTHING
 		RETURNING id, created_at`,
-		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next, projects, keyIDs, parents, states, expected)
+		uuidArgs(ids), keys, times, expires, replyTo, bodies, sums, next, projects, keyIDs, parents, states, expected, claims)
 	if err != nil {
 		return nil, dbErr("insert requests", err)
 	}

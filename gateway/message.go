@@ -7,6 +7,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/internal/claim"
 )
 
 // requestMessage builds the AMQP message for a request (CONTRACT "Names on
@@ -17,14 +18,19 @@ import (
 // itself: expiration counts from publication, and a responder cannot know
 // how long the message waited in its queue. Header project is the id of the
 // project the request belongs to, so responders can tell projects apart
-// (and the responder SDK tags its events with it).
+// (and the responder SDK tags its events with it). Header switchboard-claim
+// marks a body that is a claim check for content kept by the gateway.
 func requestMessage(r correlation.Request, replyQueue, appID string, now time.Time) amqp.Publishing {
 	left := r.ExpiresAt.Sub(now).Milliseconds()
 	if left < 1 {
 		left = 1
 	}
+	headers := amqp.Table{"time": r.Time, "expires_at": r.ExpiresAt.UnixMilli(), "project": r.ProjectID.String()}
+	if r.Claim {
+		headers[claim.Header] = int32(1) // the body is a claim check (CONTRACT §8)
+	}
 	return amqp.Publishing{
-		Headers:      amqp.Table{"time": r.Time, "expires_at": r.ExpiresAt.UnixMilli(), "project": r.ProjectID.String()},
+		Headers:      headers,
 		ContentType:  "application/json",
 		DeliveryMode: amqp.Persistent,
 		MessageId:    r.ID.String(),

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -36,20 +37,33 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-gw/switchboard/internal/amqpheader"
+	"github.com/switchboard-gw/switchboard/internal/claim"
 )
 
 // Request is one request as the responder sees it.
 type Request struct {
-	ID         string          // the request's message id; replies carry it as correlation id
-	RoutingKey string          // e.g. workflow.create
-	Time       int64           // creation time, Unix milliseconds
-	Body       json.RawMessage // the client's JSON body
-	Headers    amqp.Table
+	ID         string // the request's message id; replies carry it as correlation id
+	RoutingKey string // e.g. workflow.create
+	Time       int64  // creation time, Unix milliseconds
+	// Body is the client's JSON body. For a request that came as a claim
+	// check (Claim set), it is the claimed content, fetched from the
+	// gateway and checked before the Handler runs, when the content is at
+	// most Config.ResolveClaimsUpTo; a larger one stays the claim itself
+	// ({"claim": {...}}), and the Handler streams the content with Open.
+	Body    json.RawMessage
+	Headers amqp.Table
+	// Claim is set when the request came as a claim check (CONTRACT §8):
+	// its content was too large to travel in the AMQP message.
+	Claim *Claim
 	// Deadline is when the gateway stops waiting (zero when unknown).
 	Deadline time.Time
 	// Project is the id of the project the request belongs to (header
 	// project); the events Progress publishes carry it.
 	Project string
+
+	resolved bool  // Body holds the claimed content
+	claimErr error // the claim cannot be resolved: the request fails
+	claims   *claimFetcher
 }
 
 // Handler does the work. Its reply is marshalled to JSON (a json.RawMessage
@@ -81,7 +95,22 @@ type Config struct {
 	ReceivedAfter time.Duration
 	// NoReceivedEvents stops request.received events altogether.
 	NoReceivedEvents bool
-	Logger           *slog.Logger
+	// GatewayURL is the gateway's base URL (e.g. http://127.0.0.1:8080),
+	// from which claimed request bodies are fetched (GET /v1/blobs/{id}).
+	// Empty: a claimed request fails with an error reply.
+	GatewayURL string
+	// APIKey authenticates those fetches: a key that may read the
+	// requests this responder serves. Empty: none sent.
+	APIKey string
+	// HTTPClient fetches claimed bodies; nil: a client with no overall
+	// timeout (a body may be 1 GiB), bounded by the request's deadline.
+	HTTPClient *http.Client
+	// ResolveClaimsUpTo is the largest claimed body read into
+	// Request.Body before the Handler runs; larger ones are left to
+	// Request.Open, so they are never held whole in memory. 0:
+	// DefaultResolveClaimsUpTo (64 MiB); negative: none, always Open.
+	ResolveClaimsUpTo int64
+	Logger            *slog.Logger
 	// TracerProvider traces each request handled with a consumer span that
 	// continues the request's trace (its traceparent header); the
 	// Handler's ctx carries it, so the service's own spans nest under it,
@@ -100,6 +129,12 @@ func (c *Config) defaults() error {
 	}
 	if c.ReceivedAfter == 0 {
 		c.ReceivedAfter = DefaultReceivedAfter
+	}
+	if c.ResolveClaimsUpTo == 0 {
+		c.ResolveClaimsUpTo = DefaultResolveClaimsUpTo
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{}
 	}
 	if c.EventsExchange == "" {
 		c.EventsExchange = "switchboard.events"
@@ -246,7 +281,8 @@ func (r *Responder) session(ctx context.Context) error {
 func (r *Responder) handle(ctx context.Context, out *replier, events *eventPublisher, d amqp.Delivery) {
 	ctx, span := startHandlerSpan(ctx, r.tracer, d)
 	defer span.End()
-	req := Request{ID: d.MessageId, RoutingKey: d.RoutingKey, Body: d.Body, Headers: d.Headers}
+	req := Request{ID: d.MessageId, RoutingKey: d.RoutingKey, Body: d.Body, Headers: d.Headers,
+		claims: &claimFetcher{base: r.cfg.GatewayURL, apiKey: r.cfg.APIKey, client: r.cfg.HTTPClient}}
 	if p, ok := d.Headers["project"].(string); ok {
 		req.Project = p
 	}
@@ -276,6 +312,17 @@ func (r *Responder) handle(ctx context.Context, out *replier, events *eventPubli
 		return
 	}
 
+	if isClaim(d.Headers) {
+		if requeue := r.resolveClaim(hctx, &req); requeue != nil {
+			// The gateway is away for now: try again later rather than
+			// fail a request whose content is safe where it is.
+			log.WarnContext(ctx, "claimed body not fetched; request requeued", "error", requeue)
+			time.Sleep(time.Second)
+			_ = d.Nack(false, true)
+			return
+		}
+	}
+
 	stopAnnounce := func() bool { return false }
 	if !r.cfg.NoReceivedEvents {
 		// Announce the pick-up if the handler is still at work by then, so
@@ -288,7 +335,14 @@ func (r *Responder) handle(ctx context.Context, out *replier, events *eventPubli
 			}
 		}).Stop
 	}
-	reply, status := r.call(hctx, req)
+	var reply []byte
+	var status string
+	if req.claimErr != nil {
+		reply, _ = json.Marshal(map[string]string{"error": req.claimErr.Error()})
+		status = "error"
+	} else {
+		reply, status = r.call(hctx, req)
+	}
 	stopAnnounce() // answered in time: the reply says it was picked up
 	if status == "error" {
 		span.SetStatus(codes.Error, "the handler failed")
@@ -386,4 +440,31 @@ func (p *replier) publish(ctx context.Context, replyTo, correlationID, appID str
 		return errors.New("reply nacked by the broker")
 	}
 	return nil
+}
+
+// resolveClaim reads a claimed body into req (up to ResolveClaimsUpTo). A
+// claim that can never be resolved (malformed, refused, not matching its
+// digest) is left in req.claimErr, to fail the request; any other error is
+// returned, to requeue it.
+func (r *Responder) resolveClaim(ctx context.Context, req *Request) error {
+	c, err := claim.Parse(req.Body)
+	if err != nil {
+		req.claimErr = err
+		return nil
+	}
+	req.Claim = &c
+	if c.Size > r.cfg.ResolveClaimsUpTo {
+		return nil // the Handler streams it with Open
+	}
+	body, err := req.claims.resolve(ctx, c)
+	switch {
+	case err == nil:
+		req.Body, req.resolved = body, true
+		return nil
+	case permanent(err):
+		req.claimErr = err
+		return nil
+	default:
+		return err
+	}
 }

@@ -162,7 +162,10 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.int(&c.Gateway.ReplyDeliveryLimit, "reply-delivery-limit", "SWITCHBOARD_REPLY_DELIVERY_LIMIT", c.Gateway.ReplyDeliveryLimit, "deliveries of one reply before the broker dead-letters it")
 	f.int(&c.Gateway.MaxReplyBytes, "max-reply-bytes", "SWITCHBOARD_MAX_REPLY_BYTES", c.Gateway.MaxReplyBytes, "largest reply body stored; a larger one fails its request")
 	f.dur(&c.Gateway.Retention, "retention", "SWITCHBOARD_RETENTION", c.Gateway.Retention, "how long finished requests and dead letters are kept")
-	f.int(&maxBody, "max-body-bytes", "SWITCHBOARD_MAX_BODY_BYTES", int(c.API.MaxBodyBytes), "largest request body accepted")
+	f.int(&maxBody, "max-body-bytes", "SWITCHBOARD_MAX_BODY_BYTES", int(c.API.MaxBodyBytes), "largest request or HTTP reply body kept inline; larger ones go by claim check, or are refused when it is off")
+	var claimCheck, maxBlob int
+	f.int(&claimCheck, "claim-check-bytes", "SWITCHBOARD_CLAIM_CHECK_BYTES", 0, "request and HTTP reply bodies larger than this are stored as blobs and sent as claims; 0: max-body-bytes")
+	f.int(&maxBlob, "max-blob-bytes", "SWITCHBOARD_MAX_BLOB_BYTES", int(c.API.MaxBlobBytes), "largest body accepted by claim check; 0: no claim check, bodies over max-body-bytes are refused")
 	f.dur(&c.API.DefaultTimeout, "default-timeout", "SWITCHBOARD_DEFAULT_TIMEOUT", c.API.DefaultTimeout, "request deadline when the client sends no Request-Timeout")
 	f.dur(&c.API.MaxTimeout, "max-timeout", "SWITCHBOARD_MAX_TIMEOUT", c.API.MaxTimeout, "largest Request-Timeout accepted")
 	f.dur(&c.API.MaxWait, "max-wait", "SWITCHBOARD_MAX_WAIT", c.API.MaxWait, "cap on long-poll ?wait= and Prefer: wait=")
@@ -213,6 +216,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 		return c, fmt.Errorf("SWITCHBOARD_EXPECT_REPLIES: %w", err)
 	}
 	c.API.ExpectReplies = routes
+	c.API.ClaimCheckBytes, c.API.MaxBlobBytes = int64(claimCheck), int64(maxBlob)
 	for _, o := range strings.FieldsFunc(cors, func(r rune) bool { return r == ',' || r == ' ' }) {
 		if o != "*" {
 			if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
@@ -295,6 +299,8 @@ func (c serveConfig) logAttrs() []any {
 		"dead_letter_queue", c.Gateway.DeadLetterQueue,
 		"retention", c.Gateway.Retention.String(),
 		"max_body_bytes", c.API.MaxBodyBytes,
+		"claim_check_bytes", c.API.ClaimCheckBytes,
+		"max_blob_bytes", c.API.MaxBlobBytes,
 		"default_timeout", c.API.DefaultTimeout.String(),
 		"max_timeout", c.API.MaxTimeout.String(),
 		"max_wait", c.API.MaxWait.String(),

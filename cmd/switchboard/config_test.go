@@ -42,19 +42,23 @@ func TestParseDuration(t *testing.T) {
 func TestServeConfigEnvAndFlags(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{
-		"SWITCHBOARD_HTTP_ADDR":       ":9999",
-		"SWITCHBOARD_AMQP_URL":        "amqp://a:b@127.0.0.1:5673/",
-		"SWITCHBOARD_MAX_BODY_BYTES":  "2048",
-		"SWITCHBOARD_DEFAULT_TIMEOUT": "30",
-		"SWITCHBOARD_MAX_WAIT":        "2m",
-		"SWITCHBOARD_MIGRATE":         "false",
-		"SWITCHBOARD_EXPECT_REPLIES":  "survey.#=3, census.*=all",
+		"SWITCHBOARD_HTTP_ADDR":         ":9999",
+		"SWITCHBOARD_AMQP_URL":          "amqp://a:b@127.0.0.1:5673/",
+		"SWITCHBOARD_MAX_BODY_BYTES":    "2048",
+		"SWITCHBOARD_CLAIM_CHECK_BYTES": "1024",
+		"SWITCHBOARD_MAX_BLOB_BYTES":    "8388608",
+		"SWITCHBOARD_DEFAULT_TIMEOUT":   "30",
+		"SWITCHBOARD_MAX_WAIT":          "2m",
+		"SWITCHBOARD_MIGRATE":           "false",
+		"SWITCHBOARD_EXPECT_REPLIES":    "survey.#=3, census.*=all",
 	}
 	c, err := loadServeConfig([]string{"-http-addr", ":7777"}, func(k string) string { return env[k] }, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, ":7777", c.HTTPAddr, "a flag overrides the environment")
 	require.Equal(t, "amqp://a:b@127.0.0.1:5673/", c.Gateway.AMQPURL)
 	require.Equal(t, int64(2048), c.API.MaxBodyBytes)
+	require.Equal(t, int64(1024), c.API.ClaimCheckBytes)
+	require.Equal(t, int64(8<<20), c.API.MaxBlobBytes)
 	require.Equal(t, 30*time.Second, c.API.DefaultTimeout)
 	require.Equal(t, 2*time.Minute, c.API.MaxWait)
 	require.False(t, c.Migrate)
@@ -67,6 +71,8 @@ func TestServeConfigEnvAndFlags(t *testing.T) {
 	require.Equal(t, ":8080", def.HTTPAddr)
 	require.Equal(t, "amqp://guest:guest@127.0.0.1:5672/", def.Gateway.AMQPURL)
 	require.Equal(t, int64(1<<20), def.API.MaxBodyBytes)
+	require.Zero(t, def.API.ClaimCheckBytes, "0: the claim check starts above max body bytes")
+	require.Equal(t, int64(1<<30), def.API.MaxBlobBytes)
 	require.Equal(t, time.Minute, def.API.MaxWait)
 	require.True(t, def.Migrate)
 

@@ -102,6 +102,7 @@ func serve(ctx context.Context, cfg serveConfig, rulesOnly bool, stderr io.Write
 	gw.SetEventSinks(gateway.EventSinks{History: history, Live: live})
 	srv.SetEvents(api.Events{History: history, Live: live, Wake: gw.WakeRelay})
 	srv.SetCORS(cfg.CORSOrigins)
+	srv.SetBlobs(store) // large request bodies go by claim check, kept in Postgres
 	if cfg.Console {
 		srv.SetConsole(web.Handler())
 	}
