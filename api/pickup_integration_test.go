@@ -107,3 +107,17 @@ func (b *bundle) hasEvent(t *testing.T, id, typ string) bool {
 	}
 	return false
 }
+
+// A request answered at once, with no request.received, is picked up no
+// later than its reply was sent.
+func TestPickedUpNoLaterThanTheReply(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	b.echo(t, "echo", "workflow.#")
+	rec := b.do(t, "POST", "/workflow/create", map[string]string{"Content-Type": "application/json", "Prefer": "wait=10"}, `{}`).json(t)
+	require.Equal(t, "replied", rec["status"])
+	picked := int64(rec["picked_up_at"].(float64))
+	replied := int64(rec["reply"].(map[string]any)["time"].(float64))
+	require.LessOrEqual(t, picked, replied)
+	require.GreaterOrEqual(t, picked, int64(rec["time"].(float64))-1000, "not before the request existed (clocks aside)")
+}

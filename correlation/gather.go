@@ -78,7 +78,8 @@ func (s *Store) storeGathered(ctx context.Context, id uuid.UUID, in IncomingRepl
 			    reply_from = coalesce(reply_from, $3), reply_message_id = coalesce(reply_message_id, $4),
 			    reply_correlation_id = coalesce(reply_correlation_id, $5), reply_time_ms = coalesce(reply_time_ms, $6),
 			    reply_body = coalesce(reply_body, $7), replied_at = coalesce(replied_at, now()),
-			    picked_up_at = coalesce(picked_up_at, now()), updated_at = now()
+			    picked_up_at = coalesce(picked_up_at, least(now(), greatest(created_at, to_timestamp($6::int8 / 1000.0)))),
+			    updated_at = now()
 			WHERE id = $1
 			RETURNING `+requestColumns,
 			[16]byte(id), done, in.responder(), in.MessageID, in.CorrelationID, in.Time, in.Body))

@@ -475,8 +475,10 @@ func (s *Store) flushReplies(ctx context.Context, in []replyRow) ([]*Request, er
 			UPDATE requests
 			SET status = v_status, reply_from = v_from, reply_message_id = v_msg, reply_correlation_id = v_corr,
 			    reply_time_ms = v_time, reply_body = v_body, replied_at = now(), updated_at = now(),
-			    -- a reply proves the pick-up, when no request.received came first
-			    picked_up_at = coalesce(picked_up_at, now())
+			    -- a reply proves the pick-up, when no request.received came
+			    -- first: no later than the reply's own time (kept between
+			    -- the request's creation and now)
+			    picked_up_at = coalesce(picked_up_at, least(now(), greatest(created_at, to_timestamp(v_time / 1000.0))))
 			FROM v, locked
 			WHERE id = v_id AND id = l_id AND status IN ('queued', 'pending') AND replies_expected = 1 AND expires_at > now()
 			RETURNING `+requestColumns+`),
