@@ -535,7 +535,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		})()`, i+1, fmt.Sprintf("%d%% · %s", int(s.fraction*100), s.message), s.fraction), 10*time.Second)
 	}
 	advance()
-	pollJS(t, tab, "the request ends replied", `document.getElementById('follow-status').dataset.status === 'replied'`, 10*time.Second)
+	// Replied, and the stream done: the status can turn replied on the
+	// request.replied event, before the final record (the reply event) has
+	// arrived and the console has closed the stream.
+	pollJS(t, tab, "the request ends replied and the stream is closed",
+		`document.getElementById('follow-status').dataset.status === 'replied' && window.__eventSource === null`, 10*time.Second)
 	st, err := chromedp.Run(tab, chromedp.Evaluate[followState](readFollow))
 	require.NoError(t, err)
 	t.Logf("follow panel: %+v", st)
