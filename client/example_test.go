@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/switchboard-gw/switchboard/client"
 	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
@@ -107,4 +109,58 @@ func ExampleVerifyWebhook() {
 	// Output:
 	// request.replied 0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e replied
 	// 204
+}
+
+// Scatter-gather: one request, a reply from each of three services.
+func ExampleSubmitOptions_expectReplies() {
+	c, _ := client.New("http://127.0.0.1:8080", client.WithKey("sb_..."))
+	rec, err := c.Do(context.Background(), "pricing.quote", map[string]string{"sku": "bolt-m6"},
+		&client.SubmitOptions{ExpectReplies: 3, Timeout: 10 * time.Second, Wait: 10 * time.Second})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// replied with all three, or partial at the deadline with fewer
+	fmt.Println(rec.Status, len(rec.Replies))
+	for _, r := range rec.Replies {
+		fmt.Println(r.From, string(r.Body))
+	}
+}
+
+// A large body travels by claim check: the record holds the claim, and the
+// content is read from the gateway.
+func ExampleClient_OpenBlob() {
+	c, _ := client.New("http://127.0.0.1:8080", client.WithKey("sb_..."))
+	ctx := context.Background()
+	rec, err := c.Get(ctx, uuid.MustParse("0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	cl, ok := client.ClaimOf(rec.Request)
+	if !ok {
+		fmt.Println("inline:", string(rec.Request))
+		return
+	}
+	content, err := c.OpenBlob(ctx, cl) // checks size and SHA-256 as it is read
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer content.Close()
+	fmt.Println(cl.Size, cl.ContentType)
+}
+
+// Is anybody working on it? picked_up_at, or stalled in a queue nobody reads.
+func ExampleRecord_pickedUp() {
+	c, _ := client.New("http://127.0.0.1:8080", client.WithKey("sb_..."))
+	rec, err := c.Get(context.Background(), uuid.MustParse("0190f3c2-5d1e-7c4a-9b2e-3f4a5b6c7d8e"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	switch {
+	case rec.PickedUpAt != nil:
+		fmt.Println("picked up at", time.UnixMilli(*rec.PickedUpAt))
+	case rec.Stalled:
+		fmt.Println("stalled: no responder has started on it")
+	default:
+		fmt.Println("waiting for a responder")
+	}
 }
