@@ -21,10 +21,8 @@ import (
 // name once release (when not nil) is closed.
 func (b *bundle) named(t *testing.T, appID string, release <-chan struct{}, patterns ...string) {
 	t.Helper()
-	r, err := responder.New(responder.Config{
-		AMQPURL: b.amqpURL, Exchange: b.names.Exchange, EventsExchange: b.names.EventsExchange,
-		Queue: b.names.Queue("gather-" + appID), Patterns: patterns, AppID: appID, Logger: testLogger(t),
-		NoReceivedEvents: true,
+	b.responderWith(t, responder.Config{
+		Queue: "gather-" + appID, Patterns: patterns, AppID: appID, NoReceivedEvents: true,
 	}, func(ctx context.Context, req responder.Request) (any, error) {
 		if release != nil {
 			select {
@@ -35,16 +33,6 @@ func (b *bundle) named(t *testing.T, appID string, release <-chan struct{}, patt
 		}
 		return map[string]any{"from": appID}, nil
 	})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = r.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-r.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("responder never became ready")
-	}
 }
 
 // replyFrom publishes a raw AMQP reply with an app id and a message id.

@@ -29,9 +29,11 @@ import (
 	"github.com/switchboard-gw/switchboard/correlation"
 	"github.com/switchboard-gw/switchboard/events"
 	"github.com/switchboard-gw/switchboard/gateway"
+	"github.com/switchboard-gw/switchboard/internal/testresponder"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/responder"
 	"github.com/switchboard-gw/switchboard/webhook"
+	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
 
 // bundle is one test's running gateway on real Postgres and RabbitMQ.
@@ -155,10 +157,10 @@ func setup(t *testing.T, opts options) *bundle {
 	}
 	var dispatcher *webhook.Dispatcher
 	if opts.webhooks != nil {
-		secret, err := webhook.ParseSecret(testWebhookSecret)
+		secret, err := signature.ParseSecret(testWebhookSecret)
 		require.NoError(t, err)
 		wcfg := webhook.DefaultConfig()
-		wcfg.Secrets = []webhook.Secret{secret}
+		wcfg.Secrets = []signature.Secret{secret}
 		wcfg.Jitter = 0
 		wcfg.PollInterval = 100 * time.Millisecond
 		opts.webhooks(&wcfg)
@@ -250,17 +252,7 @@ func (b *bundle) responderWith(t *testing.T, cfg responder.Config, h responder.H
 	t.Helper()
 	cfg.AMQPURL, cfg.Exchange, cfg.EventsExchange = b.amqpURL, b.names.Exchange, b.names.EventsExchange
 	cfg.Queue, cfg.Logger, cfg.GatewayURL = b.names.Queue(cfg.Queue), testLogger(t), b.url
-	r, err := responder.New(cfg, h)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = r.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-r.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("responder never became ready")
-	}
+	testresponder.Start(t, cfg, h)
 }
 
 // bindQueue declares a durable queue under the test's prefix bound to the

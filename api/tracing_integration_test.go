@@ -62,20 +62,7 @@ func (r recorder) span(t *testing.T, name string) sdktrace.ReadOnlySpan {
 // tracedResponder runs a responder SDK service that traces with tp.
 func (b *bundle) tracedResponder(t *testing.T, queue string, tp trace.TracerProvider, h responder.Handler, patterns ...string) {
 	t.Helper()
-	r, err := responder.New(responder.Config{
-		AMQPURL: b.amqpURL, Exchange: b.names.Exchange, EventsExchange: b.names.EventsExchange, Queue: b.names.Queue(queue),
-		Patterns: patterns, Logger: testLogger(t), TracerProvider: tp,
-	}, h)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = r.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-r.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("responder never became ready")
-	}
+	b.responderWith(t, responder.Config{Queue: queue, Patterns: patterns, TracerProvider: tp}, h)
 }
 
 // parent splits a traceparent into its trace id and span id.

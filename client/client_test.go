@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchboard-gw/switchboard/client"
+	"github.com/switchboard-gw/switchboard/internal/testresponder"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/responder"
 )
@@ -99,30 +100,12 @@ func startResponder(ctx context.Context, t *testing.T, amqpURL string, n testsvc
 		}
 		return nil, fmt.Errorf("unexpected routing key %s", req.RoutingKey)
 	}
-	r, err := responder.New(responder.Config{
+	testresponder.Start(t, responder.Config{
 		AMQPURL: amqpURL, Exchange: n.Exchange, EventsExchange: n.EventsExchange,
 		Queue: n.Queue("client"), Patterns: []string{"client.#"}, AppID: "client-test",
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}, handle)
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(runCtx) }()
-	t.Cleanup(func() {
-		close(quit)
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Error("responder did not stop in 10s")
-		}
-	})
-	select {
-	case <-r.Ready():
-	case <-ctx.Done():
-		t.Fatal("responder never became ready")
-	}
+	t.Cleanup(func() { close(quit) }) // runs first: frees the held handlers
 }
 
 // slowFor is how long client.slow takes to reply.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchboard-gw/switchboard/correlation"
 	"github.com/switchboard-gw/switchboard/gateway"
+	"github.com/switchboard-gw/switchboard/internal/testresponder"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/responder"
 )
@@ -310,19 +311,13 @@ func TestSeedStandardCalibration(t *testing.T) {
 	b := setupSeed(t, seedOptions{examples: []string{"standard-calibration.yaml"}})
 	var calls atomic.Int32
 	var got sync.Map
-	r, err := responder.New(responder.Config{AMQPURL: b.amqpURL, Exchange: b.names.Exchange, EventsExchange: b.names.EventsExchange,
+	testresponder.Start(t, responder.Config{AMQPURL: b.amqpURL, Exchange: b.names.Exchange, EventsExchange: b.names.EventsExchange,
 		Queue: b.names.Queue("calibration"), Patterns: []string{"capability.standard-calibration"}, Logger: testLogger(t)},
 		func(_ context.Context, req responder.Request) (any, error) {
 			calls.Add(1)
 			got.Store(req.ID, req.Body)
 			return map[string]any{"calibrated": true}, nil
 		})
-	require.NoError(t, err)
-	rctx, rcancel := context.WithCancel(context.Background())
-	rdone := make(chan struct{})
-	go func() { defer close(rdone); _ = r.Run(rctx) }()
-	t.Cleanup(func() { rcancel(); <-rdone })
-	waitReady(t, r.Ready())
 
 	post := func(key, instrument string) {
 		t.Helper()
@@ -334,6 +329,7 @@ func TestSeedStandardCalibration(t *testing.T) {
 	post("ing-1", "VLA")
 	id := OutputID("hook:archive", "ing-1", "standard-calibration", 0)
 	var req correlation.Request
+	var err error
 	require.Eventually(t, func() bool {
 		req, err = b.store.Get(context.Background(), id)
 		return err == nil && req.Status == correlation.StatusReplied

@@ -27,6 +27,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchboard-gw/switchboard/internal/testresponder"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/responder"
 	"github.com/switchboard-gw/switchboard/web"
@@ -179,30 +180,12 @@ func startResponder(ctx context.Context, t *testing.T, amqpURL string, n testsvc
 		}
 		return map[string]string{"result": "calibrated"}, nil
 	}
-	r, err := responder.New(responder.Config{
+	testresponder.Start(t, responder.Config{
 		AMQPURL: amqpURL, Exchange: n.Exchange, EventsExchange: n.EventsExchange,
 		Queue: n.Queue("calibrate"), Patterns: []string{"test.#"}, AppID: "calibrator",
 		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	}, calibrate)
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(runCtx) }()
-	t.Cleanup(func() {
-		close(quit)
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Error("responder did not stop in 10s")
-		}
-	})
-	select {
-	case <-r.Ready():
-	case <-ctx.Done():
-		t.Fatal("responder never became ready")
-	}
+	t.Cleanup(func() { close(quit) }) // runs first: frees the held handlers
 	return func() {
 		t.Helper()
 		select {

@@ -38,6 +38,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-gw/switchboard/correlation"
+	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
 
 // notifyChannel is where the enqueue trigger announces new deliveries.
@@ -47,7 +48,7 @@ const notifyChannel = "switchboard_webhooks"
 type Config struct {
 	// Secrets sign every delivery; all of them during a rotation, so a
 	// receiver holding either the old or the new secret can verify.
-	Secrets []Secret
+	Secrets []signature.Secret
 	// Schedule is the delay before each attempt of a round; its length is
 	// how many attempts are made before giving up.
 	Schedule []time.Duration
@@ -374,7 +375,7 @@ func (d *Dispatcher) post(ctx context.Context, del Delivery, body []byte, now ti
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("build request: %w", err)
 	}
-	for k, v := range Headers(del.RequestID.String(), now, body, d.cfg.Secrets...) {
+	for k, v := range signature.Headers(del.RequestID.String(), now, body, d.cfg.Secrets...) {
 		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/json")

@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard-gw/switchboard/correlation"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/webhook"
+	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
 
 // The dispatcher's tests run against the real Postgres, with receivers on
@@ -93,10 +94,10 @@ func loopbackPolicy() webhook.Policy {
 // the returned stop is called.
 func (e hookEnv) start(t *testing.T, o dispatcherOpts) (*webhook.Dispatcher, *webhook.Metrics, func()) {
 	t.Helper()
-	secret, err := webhook.ParseSecret(testSecret)
+	secret, err := signature.ParseSecret(testSecret)
 	require.NoError(t, err)
 	cfg := webhook.DefaultConfig()
-	cfg.Secrets = []webhook.Secret{secret}
+	cfg.Secrets = []signature.Secret{secret}
 	cfg.Schedule = []time.Duration{0, 200 * time.Millisecond, 400 * time.Millisecond}
 	if o.schedule != nil {
 		cfg.Schedule = o.schedule
@@ -200,8 +201,8 @@ func TestDeliversTheSignedRecord(t *testing.T) {
 	c := calls[0]
 	require.Equal(t, id.String(), c.header.Get("webhook-id"), "the request id is the idempotency key")
 	require.Equal(t, "application/json", c.header.Get("Content-Type"))
-	secret, _ := webhook.ParseSecret(testSecret)
-	require.NoError(t, webhook.Verify(c.header, c.body, time.Now(), 0, secret))
+	secret, _ := signature.ParseSecret(testSecret)
+	require.NoError(t, signature.Verify(c.header, c.body, time.Now(), 0, secret))
 	verifyWithStandardWebhooks(t, testSecret, c.header, c.body, true)
 	verifyWithStandardWebhooks(t, testSecret, c.header, append(c.body[:len(c.body):len(c.body)], ' '), false)
 

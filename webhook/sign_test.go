@@ -14,23 +14,23 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/switchboard-gw/switchboard/webhook"
+	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
 
 // The secret of the Standard Webhooks specification's test vector.
 const specSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-func mustSecret(t *testing.T, s string) webhook.Secret {
+func mustSecret(t *testing.T, s string) signature.Secret {
 	t.Helper()
-	secret, err := webhook.ParseSecret(s)
+	secret, err := signature.ParseSecret(s)
 	require.NoError(t, err)
 	return secret
 }
 
 // newSecret returns a fresh secret and its whsec_ text.
-func newSecret(t *testing.T) (webhook.Secret, string) {
+func newSecret(t *testing.T) (signature.Secret, string) {
 	t.Helper()
-	text, err := webhook.NewSecret()
+	text, err := signature.NewSecret()
 	require.NoError(t, err)
 	return mustSecret(t, text), text
 }
@@ -49,25 +49,25 @@ func TestSignaturesVerifyWithTheStandardWebhooksLibrary(t *testing.T) {
 
 	cases := []struct {
 		name         string
-		signWith     []webhook.Secret
+		signWith     []signature.Secret
 		receiver     string // the secret the receiver holds
 		signed, sent string
 		ok           bool
 	}{
-		{"one secret", []webhook.Secret{current}, currentText, body, body, true},
-		{"the specification's secret", []webhook.Secret{spec}, specSecret, body, body, true},
-		{"rotation, the receiver holds only the new secret", []webhook.Secret{previous, current}, currentText, body, body, true},
-		{"rotation, the receiver holds only the old secret", []webhook.Secret{current, previous}, previousText, body, body, true},
-		{"unicode body", []webhook.Secret{current}, currentText, unicode, unicode, true},
-		{"empty object", []webhook.Secret{current}, currentText, `{}`, `{}`, true},
-		{"tampered body", []webhook.Secret{current}, currentText, body, strings.Replace(body, "42", "43", 1), false},
-		{"another secret", []webhook.Secret{previous}, currentText, body, body, false},
+		{"one secret", []signature.Secret{current}, currentText, body, body, true},
+		{"the specification's secret", []signature.Secret{spec}, specSecret, body, body, true},
+		{"rotation, the receiver holds only the new secret", []signature.Secret{previous, current}, currentText, body, body, true},
+		{"rotation, the receiver holds only the old secret", []signature.Secret{current, previous}, previousText, body, body, true},
+		{"unicode body", []signature.Secret{current}, currentText, unicode, unicode, true},
+		{"empty object", []signature.Secret{current}, currentText, `{}`, `{}`, true},
+		{"tampered body", []signature.Secret{current}, currentText, body, strings.Replace(body, "42", "43", 1), false},
+		{"another secret", []signature.Secret{previous}, currentText, body, body, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			headers := map[string]string{}
-			for k, v := range webhook.Headers("msg_"+strconv.Itoa(len(c.name)), time.Now(), []byte(c.signed), c.signWith...) {
+			for k, v := range signature.Headers("msg_"+strconv.Itoa(len(c.name)), time.Now(), []byte(c.signed), c.signWith...) {
 				headers[strings.ToLower(k)] = v[0]
 			}
 			input, err := json.Marshal(map[string]any{"secret": c.receiver, "headers": headers, "body": c.sent})

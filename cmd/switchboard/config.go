@@ -16,6 +16,7 @@ import (
 	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/internal/tracelog"
 	"github.com/switchboard-gw/switchboard/webhook"
+	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
 
 // Defaults that work against Postgres and RabbitMQ on their standard local ports.
@@ -238,7 +239,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	}
 	// Secrets come from the environment only: a flag would show them in the
 	// process list.
-	if c.Webhooks.Secrets, err = webhook.ParseSecrets(getenv("SWITCHBOARD_WEBHOOK_SECRETS")); err != nil {
+	if c.Webhooks.Secrets, err = signature.ParseSecrets(getenv("SWITCHBOARD_WEBHOOK_SECRETS")); err != nil {
 		return c, fmt.Errorf("SWITCHBOARD_WEBHOOK_SECRETS: %w", err)
 	}
 	c.WebhookAllow = allow

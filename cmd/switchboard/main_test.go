@@ -32,7 +32,7 @@ import (
 
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/migrations"
-	"github.com/switchboard-gw/switchboard/webhook"
+	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
 
 // The test binary doubles as the switchboard binary: run with
@@ -380,9 +380,9 @@ func TestServeDeliversWebhooks(t *testing.T) {
 	case r := <-got:
 		body := <-bodies
 		require.Equal(t, rec["id"], r.Header.Get("webhook-id"))
-		s, err := webhook.ParseSecret(secret)
+		s, err := signature.ParseSecret(secret)
 		require.NoError(t, err)
-		require.NoError(t, webhook.Verify(r.Header, body, time.Now(), 0, s))
+		require.NoError(t, signature.Verify(r.Header, body, time.Now(), 0, s))
 	case <-time.After(20 * time.Second):
 		t.Fatalf("no webhook delivered:\n%s", on.log())
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchboard-gw/switchboard/client"
+	"github.com/switchboard-gw/switchboard/internal/testresponder"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/responder"
 )
@@ -96,30 +97,12 @@ func startCLIResponder(t *testing.T, amqpURL string, n testsvc.Names) {
 		}
 		return nil, fmt.Errorf("unexpected routing key %s", req.RoutingKey)
 	}
-	r, err := responder.New(responder.Config{
+	testresponder.Start(t, responder.Config{
 		AMQPURL: amqpURL, Exchange: n.Exchange, EventsExchange: n.EventsExchange,
 		Queue: n.Queue("cli"), Patterns: []string{"cli.#"}, AppID: "cli-test",
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}, handle)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		close(quit)
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Error("responder did not stop in 10s")
-		}
-	})
-	select {
-	case <-r.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatal("responder never became ready")
-	}
+	t.Cleanup(func() { close(quit) }) // runs first: frees the held handlers
 }
 
 // decodeRecord decodes one line of JSON output as a record.

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchboard-gw/switchboard/internal/testresponder"
 	"github.com/switchboard-gw/switchboard/internal/testsvc"
 	"github.com/switchboard-gw/switchboard/responder"
 )
@@ -107,7 +108,7 @@ func TestThreeInstancesOneStoppedMidRun(t *testing.T) {
 	// The service: answers scale.work after 10–200 ms, and scale.held only
 	// when the test says so.
 	release := make(chan struct{})
-	svc, err := responder.New(responder.Config{AMQPURL: amqpURL, Exchange: names.Exchange,
+	testresponder.Start(t, responder.Config{AMQPURL: amqpURL, Exchange: names.Exchange,
 		EventsExchange: names.EventsExchange, Queue: names.Queue("scale"), Patterns: []string{"scale.#"},
 		Prefetch: 64, Logger: slog.New(slog.DiscardHandler)},
 		func(ctx context.Context, req responder.Request) (any, error) {
@@ -123,13 +124,6 @@ func TestThreeInstancesOneStoppedMidRun(t *testing.T) {
 			time.Sleep(delay)
 			return map[string]json.RawMessage{"echo": req.Body}, nil
 		})
-	require.NoError(t, err)
-	go func() { _ = svc.Run(ctx) }()
-	select {
-	case <-svc.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatal("responder not ready")
-	}
 
 	// One new connection per call, as through a balancer that does not
 	// pool: a stopped instance shows up as refused, never as a reused
