@@ -186,6 +186,12 @@ type Side struct {
 	// one, the bench, Postgres and RabbitMQ used in the phase: other work
 	// on the machine, which skews the figures when it is large.
 	OtherCPUSeconds float64 `json:"other_cpu_seconds"`
+	// PostgresCPUPerRequest and RabbitCPUPerRequest are the CPU all
+	// Postgres and RabbitMQ processes used in the phase, per operation: on
+	// a host where everything shares the CPUs, the services' cost of a
+	// request decides the throughput as much as the gateway's own.
+	PostgresCPUPerRequest float64 `json:"postgres_cpu_us_per_request"`
+	RabbitCPUPerRequest   float64 `json:"rabbitmq_cpu_us_per_request"`
 	// Stored is how many of the mode's rows the database holds in the
 	// expected final status; StoredWant how many it should.
 	Stored     int `json:"stored"`
@@ -213,6 +219,10 @@ func (s *Side) fillMeter(m *meter, cpu time.Duration, peakRSS int64) {
 	s.BenchCPUSeconds = m.self.Seconds()
 	s.HostCPUBusy = m.hostBusy
 	s.OtherCPUSeconds = m.other.Seconds()
+	if s.Requests > 0 {
+		s.PostgresCPUPerRequest = float64(m.postgres.Microseconds()) / float64(s.Requests)
+		s.RabbitCPUPerRequest = float64(m.rabbit.Microseconds()) / float64(s.Requests)
+	}
 }
 
 // ModeResult is one mode's figures.

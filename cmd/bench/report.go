@@ -24,15 +24,15 @@ func printMode(w io.Writer, s Settings, m ModeResult) {
 	}
 	fmt.Fprintf(w, "\nmode %s — %s\n  %d clients, %d %s measured after %d warm-up, payload %d B\n",
 		m.Mode, modeTitles[m.Mode], s.Clients, s.Requests, unit, s.Warmup, s.PayloadBytes)
-	fmt.Fprintf(w, "  %-9s %9s %8s %8s %8s %8s %8s %10s %9s %9s %6s %13s %6s\n",
-		"", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "cpu s", "cpu µs/op", "peak MiB", "bench cpu", "host", "stored", "errors")
+	fmt.Fprintf(w, "  %-9s %9s %8s %8s %8s %8s %8s %10s %9s %9s %8s %8s %6s %13s %6s\n",
+		"", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "cpu s", "cpu µs/op", "peak MiB", "bench cpu", "pg µs/op", "mq µs/op", "host", "stored", "errors")
 	row := func(name string, x *Side) {
 		if x == nil {
 			return
 		}
-		fmt.Fprintf(w, "  %-9s %9.1f %8.2f %8.2f %8.2f %8.2f %8.2f %10.0f %9.1f %9.2f %5.0f%% %6d/%-6d %6d\n",
+		fmt.Fprintf(w, "  %-9s %9.1f %8.2f %8.2f %8.2f %8.2f %8.2f %10.0f %9.1f %9.2f %8.0f %8.0f %5.0f%% %6d/%-6d %6d\n",
 			name, x.RPS, x.P50MS, x.P90MS, x.P99MS, x.MaxMS, x.CPUSeconds, x.CPUPerRequest, x.PeakRSSMiB,
-			x.BenchCPUSeconds, 100*x.HostCPUBusy, x.Stored, x.StoredWant, x.Errors)
+			x.BenchCPUSeconds, x.PostgresCPUPerRequest, x.RabbitCPUPerRequest, 100*x.HostCPUBusy, x.Stored, x.StoredWant, x.Errors)
 	}
 	row("gateway", m.Gateway)
 	row("baseline", m.Baseline)
@@ -43,7 +43,36 @@ func printMode(w io.Writer, s Settings, m ModeResult) {
 	}
 	if m.Gateway != nil && m.Baseline != nil {
 		fmt.Fprintf(w, "  ratio gateway/baseline: %.2f\n", m.Ratio)
+		printBudget(w, m.Gateway, m.Baseline)
 	}
+}
+
+// printBudget writes where each side's CPU went per operation. When the
+// host's CPUs are all busy, throughput is CPUs / (CPU per operation), so
+// the ratio of the two budgets is the ratio this host allows, whatever the
+// batching: it names the resource that limits each side.
+func printBudget(w io.Writer, gw, base *Side) {
+	gt, bt := gw.budget(), base.budget()
+	if gt == 0 || bt == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  cpu per op: gateway side %.0f µs (gateway %.0f, postgres %.0f, rabbitmq %.0f, bench %.0f);"+
+		" baseline side %.0f µs (service %.0f, postgres %.0f, rabbitmq %.0f, bench %.0f); budget ratio %.2f\n",
+		gt, gw.CPUPerRequest, gw.PostgresCPUPerRequest, gw.RabbitCPUPerRequest, gw.benchPerRequest(),
+		bt, base.CPUPerRequest, base.PostgresCPUPerRequest, base.RabbitCPUPerRequest, base.benchPerRequest(), bt/gt)
+}
+
+func (s *Side) benchPerRequest() float64 {
+	if s.Requests == 0 {
+		return 0
+	}
+	return s.BenchCPUSeconds * 1e6 / float64(s.Requests)
+}
+
+// budget is the CPU one operation cost everything measured: the service,
+// Postgres, RabbitMQ and the load generator, in µs.
+func (s *Side) budget() float64 {
+	return s.CPUPerRequest + s.PostgresCPUPerRequest + s.RabbitCPUPerRequest + s.benchPerRequest()
 }
 
 // printNotes explains the columns once (the scale mode has none).
@@ -54,7 +83,9 @@ func printNotes(w io.Writer, h HostInfo, mode string) {
 		return
 	}
 	fmt.Fprintln(w, "cpu s, cpu µs/op, peak MiB: the gateway process (or the baseline service process) alone, from /proc;"+
-		" bench cpu: the load generator and echo responders; host: all CPUs busy, everything included.")
+		" bench cpu: the load generator and echo responders; pg µs/op, mq µs/op: CPU of all Postgres and RabbitMQ processes per operation;"+
+		" host: all CPUs busy, everything included. budget ratio: baseline side's CPU per op over the gateway side's,"+
+		" the ratio a CPU-bound host allows.")
 }
 
 // summaryLine is the last line of every run.

@@ -164,6 +164,9 @@ type meter struct {
 	// Results, set by stop.
 	cpu, self time.Duration
 	hostBusy  float64
+	// postgres and rabbit are the CPU all Postgres and RabbitMQ processes
+	// used in the phase: the services' cost of what was measured.
+	postgres, rabbit time.Duration
 	// other is the CPU time processes ran on the host in the phase beyond
 	// the measured one, the bench, Postgres and RabbitMQ: other work on the
 	// machine, which skews what is measured.
@@ -201,7 +204,14 @@ func (m *meter) stop() {
 	}
 	known := m.cpu + m.self
 	for name, d := range commCPU(services...) {
-		known += d - m.services0[name]
+		used := d - m.services0[name]
+		known += used
+		switch name {
+		case "postgres":
+			m.postgres = used
+		case "beam.smp":
+			m.rabbit = used
+		}
 	}
 	m.other = max(hostTaskCPU()-m.task0-known, 0)
 }
