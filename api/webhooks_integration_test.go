@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/webhook"
 	"github.com/switchboard-gw/switchboard/webhook/signature"
 )
@@ -258,4 +259,24 @@ func TestReadingAReplyAnnouncesItOnce(t *testing.T) {
 	require.Equal(t, "replied", data["status"])
 	noMore(t, ch, q, 500*time.Millisecond)
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM requests WHERE id = $1 AND reply_delivered_at IS NOT NULL`, id))
+}
+
+// With receipts off, reads record and announce nothing, while the other
+// lifecycle events still flow.
+func TestReceiptsOffAnnounceNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{gwCfg: func(c *gateway.Config) { c.ReplyReceipts = false }})
+	receipts, rq := b.events(t, "receipts", "reply.delivered.#")
+	replied, pq := b.events(t, "replied", "request.replied.#")
+	id := b.open(t, nil)
+
+	b.reply(t, id, `{"done": true}`, nil)
+	got := b.do(t, "GET", "/v1/requests/"+id+"?wait=10", nil, "")
+	require.Equal(t, "replied", got.json(t)["status"])
+	require.Equal(t, 200, b.do(t, "GET", "/v1/requests/"+id+"/reply", nil, "").status)
+
+	ev := getOne(t, replied, pq)
+	require.Equal(t, "request.replied.open.request", ev.RoutingKey)
+	noMore(t, receipts, rq, 500*time.Millisecond)
+	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM requests WHERE id = $1 AND reply_delivered_at IS NOT NULL`, id))
 }

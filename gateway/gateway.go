@@ -82,6 +82,11 @@ type Config struct {
 	// StallAfter flags a published request that no responder has picked
 	// up (no request.received event) within it; 0 turns flagging off.
 	StallAfter time.Duration
+	// ReplyReceipts records the first delivery of each reply (a webhook
+	// receiver's 2xx, or the first read that returned it) and publishes
+	// reply.delivered for it. Off, the gateway neither records nor
+	// announces deliveries, and a round trip costs one event less.
+	ReplyReceipts bool
 	// Retention is how long terminal requests and dead letters are kept.
 	Retention time.Duration
 	// PurgeInterval is how often expired-retention rows are removed, in
@@ -113,6 +118,7 @@ func DefaultConfig() Config {
 		RelayBatch:          100,
 		SweepInterval:       time.Second,
 		StallAfter:          time.Minute,
+		ReplyReceipts:       true,
 		Retention:           7 * 24 * time.Hour,
 		PurgeInterval:       time.Minute,
 		PurgeBatch:          1000,

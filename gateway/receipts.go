@@ -12,7 +12,8 @@ import (
 // Reply receipts: the gateway publishes reply.delivered.<routing key> once
 // per request, when the reply first reaches its client — a webhook receiver
 // answered 2xx, or a GET, long-poll or Prefer: wait answered with it — so a
-// responder can learn that its reply was received.
+// responder can learn that its reply was received. Config.ReplyReceipts
+// turns them off: then ReplyDelivered and ReplyRead do nothing.
 
 // receiptQueue bounds the reads waiting to be recorded as receipts.
 const receiptQueue = 4096
@@ -28,6 +29,9 @@ func (g *Gateway) receiptEvent(r correlation.Request, via string) correlation.Ev
 // ReplyDelivered records, now, that the reply of request id reached its
 // client by via, and announces it if it is the first time.
 func (g *Gateway) ReplyDelivered(ctx context.Context, id uuid.UUID, via string) error {
+	if !g.cfg.ReplyReceipts {
+		return nil
+	}
 	n, err := g.store.MarkReplyDelivered(ctx, []correlation.Receipt{{ID: id, Via: via}}, g.receiptEvent)
 	if err != nil {
 		g.metrics.ReceiptErrors.Inc()
@@ -45,6 +49,9 @@ func (g *Gateway) ReplyDelivered(ctx context.Context, id uuid.UUID, via string) 
 // batches. When the queue is full (Postgres is away or slow) the receipt is
 // dropped and counted, never the read.
 func (g *Gateway) ReplyRead(id uuid.UUID) {
+	if !g.cfg.ReplyReceipts {
+		return
+	}
 	select {
 	case g.receipts <- id:
 	default:

@@ -189,6 +189,7 @@ func loadServeConfig(args []string, getenv func(string) string, out io.Writer) (
 	f.int(&c.EventsPerRequest, "events-per-request", "SWITCHBOARD_EVENTS_PER_REQUEST", 1000, "events kept in one request's history")
 	f.int(&c.MaxSubscribers, "max-subscribers", "SWITCHBOARD_MAX_SUBSCRIBERS", 1000, "topic subscriptions (GET /v1/events) served at once by this instance")
 	f.boolean(&c.LifecycleEvents, "lifecycle-events", "SWITCHBOARD_LIFECYCLE_EVENTS", true, "publish request.accepted and request.<status> events on the events exchange")
+	f.boolean(&c.Gateway.ReplyReceipts, "reply-receipts", "SWITCHBOARD_REPLY_RECEIPTS", c.Gateway.ReplyReceipts, "record each reply's first delivery (webhook 2xx or first read) and publish reply.delivered")
 	f.str(&cors, "cors-origins", "SWITCHBOARD_CORS_ORIGINS", "", "origins whose browsers may call the API, comma-separated (e.g. https://app.example.com), or *; empty: CORS off")
 	f.boolean(&c.Console, "console", "SWITCHBOARD_CONSOLE", true, "serve the web console at /ui/")
 	f.boolean(&c.InsecureNoAuth, "insecure-no-auth", "SWITCHBOARD_INSECURE_NO_AUTH", false, "serve every call without authentication, as an operator (local development only; a warning is logged on every call)")
@@ -315,6 +316,7 @@ func (c serveConfig) logAttrs() []any {
 		"events_per_request", c.EventsPerRequest,
 		"max_subscribers", c.MaxSubscribers,
 		"lifecycle_events", c.LifecycleEvents,
+		"reply_receipts", c.Gateway.ReplyReceipts,
 		"cors_origins", strings.Join(c.CORSOrigins, ","),
 		"console", c.Console,
 		"rules_dir", c.RulesDir,
