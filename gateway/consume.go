@@ -35,12 +35,15 @@ func consume(ctx context.Context, conn *amqp.Connection, queue string, prefetch,
 		return fmt.Errorf("consume %s: %w", queue, err)
 	}
 	work := context.WithoutCancel(ctx)
+	acks := newAckBatcher(ch)
+	defer acks.close() // before the channel closes: the held acks go out
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for d := range deliveries {
+				d.Acknowledger = acks
 				handle(ctx, work, d)
 			}
 		}()
