@@ -220,6 +220,10 @@ func TestParseStat(t *testing.T) {
 	require.Equal(t, 3800*time.Millisecond, cpu, "utime 250 + stime 130 ticks of 10 ms")
 	_, _, err = parseStat([]byte("4242 (x) S 1 2"))
 	require.Error(t, err)
+	// Reaped children: cutime 7, cstime 3 (fields 16 and 17).
+	withChildren := []byte("4242 (pg) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 130 7 3 20 0 8 0 1000 100000 200\n")
+	require.Equal(t, 100*time.Millisecond, childrenCPU(withChildren))
+	require.Zero(t, childrenCPU([]byte("4242 (x) S 1 2")))
 
 	require.Positive(t, hostTaskCPU())
 	require.Empty(t, commCPU("no-such-process-name"))

@@ -73,8 +73,30 @@ func parseStat(raw []byte) (comm string, cpu time.Duration, err error) {
 	return string(raw[i+1 : j]), time.Duration(utime+stime) * time.Second / userHZ, nil
 }
 
+// childrenCPU reads the CPU time of the reaped children of a
+// /proc/<pid>/stat (cutime and cstime, fields 16 and 17); 0 if unreadable.
+func childrenCPU(raw []byte) time.Duration {
+	j := bytes.LastIndexByte(raw, ')')
+	if j < 0 {
+		return 0
+	}
+	f := strings.Fields(string(raw[j+1:]))
+	if len(f) < 15 {
+		return 0
+	}
+	cu, err1 := strconv.ParseUint(f[13], 10, 64)
+	cs, err2 := strconv.ParseUint(f[14], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(cu+cs) * time.Second / userHZ
+}
+
 // commCPU sums the CPU time used so far by the processes named (their
-// comm) each of comms: e.g. every Postgres backend.
+// comm) each of comms: e.g. every Postgres backend. A process's reaped
+// children count too (cutime and cstime), so a backend that exits in a
+// phase (a pool closing) does not take its CPU out of the sum: Postgres's
+// postmaster reaps its backends.
 func commCPU(comms ...string) map[string]time.Duration {
 	out := make(map[string]time.Duration, len(comms))
 	ents, err := os.ReadDir("/proc")
@@ -91,7 +113,7 @@ func commCPU(comms ...string) map[string]time.Duration {
 		}
 		comm, cpu, err := parseStat(raw)
 		if err == nil && slices.Contains(comms, comm) {
-			out[comm] += cpu
+			out[comm] += cpu + childrenCPU(raw)
 		}
 	}
 	return out
