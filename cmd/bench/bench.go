@@ -415,7 +415,11 @@ func run(ctx context.Context, opts Options, out io.Writer) (rep *Report, err err
 			}
 			return nil
 		})
-		b.http = newHTTPLoad(b.gw.addr, opts.Clients, b.payload)
+		key, err := createKey(ctx, bin, b.dbURL)
+		if err != nil {
+			return nil, err
+		}
+		b.http = newHTTPLoad(b.gw.addr, key, opts.Clients, b.payload)
 		cleanups = append(cleanups, func() error { b.http.close(); return nil })
 	}
 

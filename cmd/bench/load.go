@@ -66,11 +66,12 @@ func drive(ctx context.Context, clients, n int, op func(ctx context.Context, wor
 // service calling the gateway would use.
 type httpLoad struct {
 	base    string
+	auth    string // the Authorization header of every call
 	client  *http.Client
 	payload []byte
 }
 
-func newHTTPLoad(addr string, clients int, payload []byte) *httpLoad {
+func newHTTPLoad(addr, key string, clients int, payload []byte) *httpLoad {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        2 * clients,
@@ -78,7 +79,7 @@ func newHTTPLoad(addr string, clients int, payload []byte) *httpLoad {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &httpLoad{base: "http://" + addr, client: &http.Client{Transport: tr, Timeout: 45 * time.Second}, payload: payload}
+	return &httpLoad{base: "http://" + addr, auth: "Bearer " + key, client: &http.Client{Transport: tr, Timeout: 45 * time.Second}, payload: payload}
 }
 
 func (h *httpLoad) close() { h.client.CloseIdleConnections() }
@@ -101,6 +102,7 @@ func (h *httpLoad) do(ctx context.Context, method, path string, header http.Head
 	for k, v := range header {
 		req.Header[k] = v
 	}
+	req.Header.Set("Authorization", h.auth)
 	res, err := h.client.Do(req)
 	if err != nil {
 		return 0, record{}, err

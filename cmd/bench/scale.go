@@ -281,7 +281,7 @@ func (b *bench) scale(ctx context.Context) (*ScaleResult, error) {
 	}()
 	openStart := time.Now()
 	for i, chunk := range chunks {
-		p, err := startWaiters(waiterConfig{URL: "http://" + b.gw.addr, IDs: chunk, Wait: wait, Sources: sources[i], Dialers: 256, H2C: o.ScaleProto == "h2c"})
+		p, err := startWaiters(waiterConfig{URL: "http://" + b.gw.addr, Auth: b.http.auth, IDs: chunk, Wait: wait, Sources: sources[i], Dialers: 256, H2C: o.ScaleProto == "h2c"})
 		if err != nil {
 			return nil, err
 		}
@@ -573,7 +573,8 @@ func parseMetric(text, name string) (float64, bool) {
 
 // waiterConfig is what the bench hands a client process, on its stdin.
 type waiterConfig struct {
-	URL     string   `json:"url"` // the gateway's base URL
+	URL     string   `json:"url"`  // the gateway's base URL
+	Auth    string   `json:"auth"` // the Authorization header of every GET
 	IDs     []string `json:"ids"`
 	Wait    int      `json:"wait"`    // ?wait= in seconds
 	Sources []string `json:"sources"` // local addresses to dial from, in turn
@@ -682,7 +683,7 @@ func runWaiterWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) err
 				}
 				release()
 			}}
-			a := longPoll(httptrace.WithClientTrace(ctx, trace), client, cfg.URL, id, cfg.Wait)
+			a := longPoll(httptrace.WithClientTrace(ctx, trace), client, cfg.URL, cfg.Auth, id, cfg.Wait)
 			release()
 			answers[i] = a
 			answered.Add(1)
@@ -717,13 +718,14 @@ func runWaiterWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) err
 }
 
 // longPoll is one waiter: GET ?wait= on its own connection until answered.
-func longPoll(ctx context.Context, client *http.Client, base, id string, wait int) waiterAnswer {
+func longPoll(ctx context.Context, client *http.Client, base, auth, id string, wait int) waiterAnswer {
 	a := waiterAnswer{ID: id}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/requests/%s?wait=%d", base, id, wait), nil)
 	if err != nil {
 		a.Error = err.Error()
 		return a
 	}
+	req.Header.Set("Authorization", auth)
 	res, err := client.Do(req)
 	if err != nil {
 		a.At, a.Error = time.Now().UnixNano(), err.Error()
