@@ -38,9 +38,14 @@ type Store struct {
 
 // Batch limits. A NOTIFY payload holds at most 8000 bytes, so a reply batch
 // sends one notification per notifyIDs ids (37 bytes each).
+//
+// One flush of each kind at a time: calls that arrive meanwhile wait for
+// the next, so batches are as large as the load makes them. Two flushers
+// halved the batches and cost Postgres about 17% more CPU per round trip
+// in the bench, for no gain in latency (BENCHMARKS.md).
 const (
 	maxBatch    = 256
-	maxFlushers = 2
+	maxFlushers = 1
 	notifyIDs   = 200
 )
 

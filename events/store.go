@@ -59,7 +59,7 @@ type Store struct {
 // request.
 func NewStore(pool *pgxpool.Pool, limit int, logger *slog.Logger) *Store {
 	s := &Store{pool: pool, limit: limit, logger: logger, watchers: map[uuid.UUID]map[chan struct{}]struct{}{}}
-	s.appends = groupcommit.New(256, 2, s.flush)
+	s.appends = groupcommit.New(256, 1, s.flush) // one flush at a time: see correlation's maxFlushers
 	return s
 }
 
