@@ -62,7 +62,7 @@ func (g *Gateway) publishEvents(ctx context.Context, batch []correlation.OutboxE
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := g.publisher.Publish(ctx, g.cfg.EventsExchange, e.RoutingKey, false, amqp.Publishing{
+			err := g.events.Publish(ctx, g.cfg.EventsExchange, e.RoutingKey, false, amqp.Publishing{
 				ContentType:  "application/cloudevents+json",
 				DeliveryMode: amqp.Persistent,
 				MessageId:    NewID().String(),
@@ -88,7 +88,7 @@ func (g *Gateway) Publish(ctx context.Context, exchange, key string, msg amqp.Pu
 	if msg.AppId == "" {
 		msg.AppId = g.cfg.AppID
 	}
-	err := g.publisher.Publish(ctx, exchange, key, false, msg)
+	err := g.events.Publish(ctx, exchange, key, false, msg)
 	if errors.Is(err, ErrUnroutable) {
 		return nil
 	}

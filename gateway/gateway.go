@@ -1,5 +1,6 @@
 // Package gateway is switchboard's messaging side: it stamps requests and
-// publishes them to RabbitMQ with publisher confirms, relays the Postgres
+// publishes them to RabbitMQ with publisher confirms (requests and events
+// on confirm channels of their own), relays the Postgres
 // outbox when the broker was away, consumes replies into the correlation
 // store, expires overdue requests, and keeps the broker connection (and every
 // channel on it) alive across broker restarts.
@@ -173,6 +174,11 @@ type Gateway struct {
 	metrics   *Metrics
 	conn      *Connection
 	publisher *Publisher
+	// events publishes events (the outbox relay's, rule actions') on a
+	// confirm channel of its own, so a request's confirm never waits
+	// behind an event's: amqp091-go hands confirms over in publish order,
+	// and events go to quorum queues, whose confirms come later.
+	events    *Publisher
 	replies   *replyConsumer
 	dead      *deadLetterConsumer
 	relayWake chan struct{}
@@ -198,12 +204,14 @@ func New(cfg Config, store *correlation.Store, metrics *Metrics, logger *slog.Lo
 	g := &Gateway{cfg: cfg, store: store, logger: logger, metrics: metrics, relayWake: make(chan struct{}, 1), eventsWake: make(chan struct{}, 1),
 		receipts: make(chan uuid.UUID, receiptQueue), liveActivity: make(chan int, 1)}
 	g.publisher = newPublisher(cfg.ConfirmTimeout, metrics, logger)
+	g.events = newPublisher(cfg.ConfirmTimeout, metrics, logger)
 	g.tracer = defaultTracer()
 	g.replies = &replyConsumer{cfg: cfg, store: g.StoreReply, logger: logger, tracer: g.tracer}
 	g.dead = &deadLetterConsumer{cfg: cfg, store: store, metrics: metrics, logger: logger}
 	g.conn = NewConnection(cfg.AMQPURL, cfg.ReconnectMin, cfg.ReconnectMax, metrics, logger,
-		g.declareTopology, g.publisher.serve, g.replies.serve, g.dead.serve, g.serveHistory, g.serveLive)
+		g.declareTopology, g.publisher.serve, g.events.serve, g.replies.serve, g.dead.serve, g.serveHistory, g.serveLive)
 	g.publisher.onReady = g.wakeRelay
+	g.events.onReady = g.wakeEvents
 	return g, nil
 }
 
@@ -393,11 +401,11 @@ func (g *Gateway) wakeRelay() {
 // runRelay publishes queued requests: those whose submitter failed to
 // publish, and those left behind by an instance that died.
 func (g *Gateway) runRelay(ctx context.Context) {
-	g.relayLoop(ctx, g.relayWake, func() {
+	g.relayLoop(ctx, g.relayWake, g.publisher, func() {
 		g.drain(ctx, "outbox relay", func() (int, error) {
 			return g.store.ClaimOutbox(ctx, g.cfg.RelayBatch, relayBackoff, g.publishBatch)
 		})
-		g.drainEvents(ctx)
+		g.wakeEvents() // what the relay's outcomes announced
 	})
 }
 
@@ -406,12 +414,12 @@ func (g *Gateway) runRelay(ctx context.Context) {
 // (wakes coalesce: under load it runs back to back, a batch at a time) and
 // by its ticker for events written by other instances.
 func (g *Gateway) runEventRelay(ctx context.Context) {
-	g.relayLoop(ctx, g.eventsWake, func() { g.drainEvents(ctx) })
+	g.relayLoop(ctx, g.eventsWake, g.events, func() { g.drainEvents(ctx) })
 }
 
 // relayLoop runs relay on every wake and every RelayInterval while the
 // publisher is ready, until ctx ends.
-func (g *Gateway) relayLoop(ctx context.Context, wake <-chan struct{}, relay func()) {
+func (g *Gateway) relayLoop(ctx context.Context, wake <-chan struct{}, p *Publisher, relay func()) {
 	tick := time.NewTicker(g.cfg.RelayInterval)
 	defer tick.Stop()
 	for {
@@ -421,7 +429,7 @@ func (g *Gateway) relayLoop(ctx context.Context, wake <-chan struct{}, relay fun
 		case <-tick.C:
 		case <-wake:
 		}
-		if g.publisher.ready() {
+		if p.ready() {
 			relay()
 		}
 	}
