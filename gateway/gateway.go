@@ -412,10 +412,26 @@ func (g *Gateway) runRelay(ctx context.Context) {
 // runEventRelay publishes the event outbox. Lifecycle events are written
 // by triggers on every submit and every ending, so it is woken by those
 // (wakes coalesce: under load it runs back to back, a batch at a time) and
-// by its ticker for events written by other instances.
+// by its ticker for events written by other instances. Once woken it waits
+// eventLinger before it claims: the events of the requests submitted and
+// answered meanwhile go out in one batch, and the relay's commits and
+// publishes stay out of the way of the request that woke it.
 func (g *Gateway) runEventRelay(ctx context.Context) {
-	g.relayLoop(ctx, g.eventsWake, g.events, func() { g.drainEvents(ctx) })
+	g.relayLoop(ctx, g.eventsWake, g.events, func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(eventLinger):
+		}
+		g.drainEvents(ctx)
+	})
 }
+
+// eventLinger is how long the event relay lets events gather. With one
+// client the gateway's p50 was 3.3 ms for a submit and 7.0 ms for a round
+// trip without it, 1.7 and 4.4 ms with it (BENCHMARKS.md); an event is
+// published that much later.
+const eventLinger = 20 * time.Millisecond
 
 // relayLoop runs relay on every wake and every RelayInterval while the
 // publisher is ready, until ctx ends.
