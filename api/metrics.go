@@ -2,8 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,31 +47,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // SetMetrics counts the calls the handler answers and the event streams it
 // holds; call it before Handler. Without it nothing is counted.
 func (s *Server) SetMetrics(m *Metrics) { s.instruments = m }
-
-// instrument counts each call by route, method and status, and times it.
-// It runs outside the recoverer, so a panic counts as the 500 it answers.
-func (s *Server) instrument(next http.Handler) http.Handler {
-	m := s.instruments
-	if m == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		var routes chi.Routes
-		if rc := chi.RouteContext(r.Context()); rc != nil {
-			routes = rc.Routes // the top router: the patterns are whole
-		}
-		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		status := rec.status
-		if status == 0 {
-			status = http.StatusOK // nothing written: net/http sends 200
-		}
-		route, method := routeLabel(routes, r), methodLabel(r.Method)
-		m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-		m.duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
-	})
-}
 
 // routeLabel is the pattern of the route the router serves r's method and
 // path with, or "unmatched". It asks the router rather than reading the

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"log/slog"
 	"net/http/httptest"
 	"strconv"
@@ -141,4 +142,26 @@ func labelsEqual(got []*dto.LabelPair, want map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// A handler that panics is answered 500 problem+json, and the call is
+// counted and logged as the 500 it was, with the panic.
+func TestHandlerPanicIsCountedAndLoggedAs500(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// No records behind the server: reading one panics.
+	srv, err := api.New(api.DefaultConfig(), nil, nil, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), gateway.NewID, logger)
+	require.NoError(t, err)
+	srv.SetMetrics(api.NewMetrics(reg))
+	w := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/v1/requests/0b0e5b9e-7f3a-4d4e-9a59-4f8c6a0c2f11", nil))
+
+	require.Equal(t, 500, w.Code)
+	require.Equal(t, "application/problem+json", w.Header().Get("Content-Type"))
+	require.Equal(t, 1.0, counterValue(t, reg, "switchboard_http_requests_total",
+		map[string]string{"route": "/v1/requests/{id}", "method": "GET", "code": "500"}))
+	require.Contains(t, logs.String(), `"msg":"handler panic"`)
+	require.Contains(t, logs.String(), `"msg":"http","method":"GET","path":"/v1/requests/0b0e5b9e-7f3a-4d4e-9a59-4f8c6a0c2f11","status":500`)
 }

@@ -195,8 +195,7 @@ func (s *Server) wait(ctx context.Context, id uuid.UUID, d time.Duration) (corre
 // Handler returns the router.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.traceRequests) // first: the access log and the handlers see the span
-	r.Use(s.instrument, s.recoverer, s.accessLog, s.writeDeadline)
+	r.Use(s.observe) // first: every call is traced, counted and logged, also when CORS or auth answers
 	if s.cors != nil {
 		r.Use(s.cors)
 	}
