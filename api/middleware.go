@@ -87,10 +87,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("http.request.method", r.Method)))
 		defer span.End()
-		var routes chi.Routes
-		if rc := chi.RouteContext(ctx); rc != nil {
-			routes = rc.Routes // the top router: the patterns are whole
-		}
+		rc := chi.RouteContext(ctx) // the top router's: its patterns are whole
 		fields := &logFields{}
 		rec := &statusRecorder{ResponseWriter: w}
 		r = r.WithContext(context.WithValue(ctx, logFieldsKey, fields))
@@ -107,7 +104,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 				s.logger.ErrorContext(r.Context(), "handler panic", "panic", v, "path", r.URL.Path, "stack", string(debug.Stack()))
 				writeError(rec, nil)
 			}
-			s.observed(r, rec, routes, span, fields, start)
+			s.observed(r, rec, rc, span, fields, start)
 		}()
 		next.ServeHTTP(rec, r)
 	})
@@ -115,12 +112,14 @@ func (s *Server) observe(next http.Handler) http.Handler {
 
 // observed records a call observe saw answered: its span's name and
 // status, its metrics and its access-log line.
-func (s *Server) observed(r *http.Request, rec *statusRecorder, routes chi.Routes, span trace.Span, fields *logFields, start time.Time) {
+func (s *Server) observed(r *http.Request, rec *statusRecorder, rc *chi.Context, span trace.Span, fields *logFields, start time.Time) {
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK // nothing written: net/http answers 200
 	}
-	if rc := chi.RouteContext(r.Context()); rc != nil {
+	var routes chi.Routes
+	if rc != nil {
+		routes = rc.Routes
 		if pattern := rc.RoutePattern(); pattern != "" {
 			span.SetName(r.Method + " " + pattern)
 			span.SetAttributes(attribute.String("http.route", pattern))

@@ -62,15 +62,27 @@ func (s *settlements) snapshot() (outstanding int, how map[uint64]string, frames
 	return len(s.outstanding), h, s.frames, append([]string(nil), s.errs...)
 }
 
+// ackRange acks tags from to to, as handlers would.
+func ackRange(t *testing.T, a *ackBatcher, from, to uint64) {
+	t.Helper()
+	for tag := from; tag <= to; tag++ {
+		require.NoError(t, a.Ack(tag, false))
+	}
+}
+
+// waitOutstanding waits until n deliveries are left unsettled at the broker.
+func waitOutstanding(t *testing.T, ch *settlements, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { left, _, _, _ := ch.snapshot(); return left == n }, 2*time.Second, time.Millisecond)
+}
+
 // Acks made together go out as a few multiple acks, each tag settled once.
 func TestAcksAreCoalesced(t *testing.T) {
 	t.Parallel()
 	ch := newSettlements(200)
 	a := newAckBatcher(ch)
-	for tag := uint64(1); tag <= 200; tag++ {
-		require.NoError(t, a.Ack(tag, false))
-	}
-	require.Eventually(t, func() bool { n, _, _, _ := ch.snapshot(); return n == 0 }, 2*time.Second, time.Millisecond)
+	ackRange(t, a, 1, 200)
+	waitOutstanding(t, ch, 0)
 	a.close()
 	_, how, frames, errs := ch.snapshot()
 	require.Empty(t, errs)
@@ -84,10 +96,8 @@ func TestAcksBehindAGapGoOut(t *testing.T) {
 	t.Parallel()
 	ch := newSettlements(5)
 	a := newAckBatcher(ch)
-	for tag := uint64(2); tag <= 5; tag++ {
-		require.NoError(t, a.Ack(tag, false))
-	}
-	require.Eventually(t, func() bool { n, _, _, _ := ch.snapshot(); return n == 1 }, time.Second, time.Millisecond)
+	ackRange(t, a, 2, 5)
+	waitOutstanding(t, ch, 1)
 	n, how, _, _ := ch.snapshot()
 	require.Equal(t, 1, n)
 	require.NotContains(t, how, uint64(1), "the delivery in hand was acked")

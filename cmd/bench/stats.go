@@ -54,42 +54,51 @@ func procCPU(pid int) (time.Duration, error) {
 // parseStat reads the command name and the user+system CPU time of a
 // /proc/<pid>/stat.
 func parseStat(raw []byte) (comm string, cpu time.Duration, err error) {
-	// The command name (field 2) is in parentheses and may hold spaces:
-	// count fields from the last ')'.
-	i, j := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
-	if i < 0 || j < i {
-		return "", 0, errors.New("unexpected format")
+	comm, f, err := statFields(raw)
+	if err != nil {
+		return "", 0, err
 	}
-	f := strings.Fields(string(raw[j+1:]))
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return "", 0, errors.New("too few fields")
+	cpu, ok := statTicks(f, 11, 12)
+	if !ok {
+		return "", 0, errors.New("bad or missing cpu times")
 	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return "", 0, errors.New("bad cpu times")
-	}
-	return string(raw[i+1 : j]), time.Duration(utime+stime) * time.Second / userHZ, nil
+	return comm, cpu, nil
 }
 
 // childrenCPU reads the CPU time of the reaped children of a
 // /proc/<pid>/stat (cutime and cstime, fields 16 and 17); 0 if unreadable.
 func childrenCPU(raw []byte) time.Duration {
-	j := bytes.LastIndexByte(raw, ')')
-	if j < 0 {
+	_, f, err := statFields(raw)
+	if err != nil {
 		return 0
 	}
-	f := strings.Fields(string(raw[j+1:]))
-	if len(f) < 15 {
-		return 0
+	cpu, _ := statTicks(f, 13, 14)
+	return cpu
+}
+
+// statFields splits a /proc/<pid>/stat into the command name (field 2) and
+// the fields after it, from field 3 on. The name is in parentheses and may
+// hold spaces: fields are counted from the last ')'.
+func statFields(raw []byte) (comm string, f []string, err error) {
+	i, j := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+	if i < 0 || j < i {
+		return "", nil, errors.New("unexpected format")
 	}
-	cu, err1 := strconv.ParseUint(f[13], 10, 64)
-	cs, err2 := strconv.ParseUint(f[14], 10, 64)
+	return string(raw[i+1 : j]), strings.Fields(string(raw[j+1:])), nil
+}
+
+// statTicks adds two clock-tick fields of f (indexes a and b) as a duration.
+func statTicks(f []string, a, b int) (time.Duration, bool) {
+	if len(f) <= max(a, b) {
+		return 0, false
+	}
+	x, err1 := strconv.ParseUint(f[a], 10, 64)
+	y, err2 := strconv.ParseUint(f[b], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0
+		return 0, false
 	}
-	return time.Duration(cu+cs) * time.Second / userHZ
+	return time.Duration(x+y) * time.Second / userHZ, true
 }
 
 // commCPU sums the CPU time used so far by the processes named (their
